@@ -1,0 +1,99 @@
+"""The engine contract: what the chat layer needs from something that generates text.
+
+An engine turns a rendered prompt into a stream of text deltas. It runs its model off the event
+loop, honours the sampling parameters, stops on stop strings, and stops within one decoding step
+when the consumer closes the stream (``aclose()`` on the async iterator, or task cancellation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    """Sampling parameters of one generation. ``temperature == 0`` means greedy decoding."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One generation: the rendered ``prompt`` plus the conversation it was rendered from.
+
+    ``messages`` are ``{"role": ..., "content": ...}`` dicts (system prompt included); engines
+    without a tokenizer (the mock engine) work from them instead of the prompt.
+    """
+
+    prompt: str
+    params: GenerationParams = field(default_factory=GenerationParams)
+    messages: Sequence[dict[str, str]] = ()
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the reply, always whole UTF-8 characters."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationDone:
+    """The last event of every stream that was not closed by its consumer."""
+
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+
+
+GenerationEvent = TextDelta | GenerationDone
+
+
+@runtime_checkable
+class PromptRenderer(Protocol):
+    """Renders a conversation into the model's prompt text and counts its tokens."""
+
+    def render(self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool) -> str: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Something that generates text for the chat layer.
+
+    ``slots`` is how many generations it runs at once on this instance: the admission layer
+    never gives it more. ``renderer`` is how prompts are built for its model. ``stop_strings``
+    are the model's own end-of-turn strings, added to every request's stop list.
+    """
+
+    @property
+    def slots(self) -> int: ...
+
+    @property
+    def renderer(self) -> PromptRenderer: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        """Stream the reply: ``TextDelta`` events, then exactly one ``GenerationDone``.
+
+        Closing the iterator early (``aclose()``) or cancelling the consuming task cancels the
+        generation within one decoding step and frees its slot.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Stop worker threads and free the model's resources."""
+        ...

@@ -1,0 +1,59 @@
+"""Redis for tests.
+
+``redis``: real Redis when ``REDIS_URL`` is set (CI), the embedded fakeredis otherwise.
+``real_redis``: always a real server (``REDIS_URL``, else 127.0.0.1:6379 db 15 when it answers);
+for tests about Redis itself. In CI (``CI`` set) a missing server fails these tests, never skips.
+Each fixture flushes its database before and after the test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+import redis as sync_redis
+from redis.asyncio import Redis
+
+from sessions.embedded import embedded_redis
+
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def real_redis_url() -> str:
+    """The URL of a real Redis for this test run; fails (CI) or skips (locally) without one."""
+    url = os.environ.get("REDIS_URL") or LOCAL_REDIS_URL
+    try:
+        sync_redis.Redis.from_url(url, socket_timeout=1).ping()
+    except sync_redis.RedisError as exc:
+        message = f"this test needs a real Redis at {url}: {exc}"
+        if os.environ.get("CI") or os.environ.get("REDIS_URL"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return real_redis_url()
+
+
+@pytest.fixture
+async def real_redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url, socket_timeout=5)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    if os.environ.get("REDIS_URL"):
+        client = Redis.from_url(real_redis_url(), socket_timeout=5)
+        await client.flushdb()
+    else:
+        client = embedded_redis()
+    yield client
+    await client.flushdb()
+    await client.aclose()
