@@ -1,8 +1,8 @@
 """Errors raised by the session layer.
 
-    SessionError                 root of everything this package raises
-    ├── StoreUnavailable         the store could not be reached (HTTP 503 + Retry-After)
-    └── SerializationError       a value cannot be stored as JSON / a stored value cannot be read
+SessionError                 root of everything this package raises
+├── StoreUnavailable         the store could not be reached (HTTP 503 + Retry-After)
+└── SerializationError       a value cannot be stored as JSON / a stored value cannot be read
 """
 
 from __future__ import annotations

@@ -1,0 +1,148 @@
+"""The session handle a request sees at ``request.state.session``."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from sessions.serializer import dumps, loads
+from sessions.stores.base import SessionStore
+
+
+def new_session_id() -> str:
+    """A fresh, unguessable session id (256 random bits)."""
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    text: str
+
+
+class SessionData(MutableMapping[str, Any]):
+    """The session's values, each decoded from JSON on first access.
+
+    ``stored`` is the JSON the store holds for each key; comparing it with the current values
+    re-encoded finds every change, in-place mutations included. Values never read are never
+    decoded nor re-encoded.
+    """
+
+    def __init__(self, stored: Mapping[str, str]) -> None:
+        self.stored = dict(stored)
+        self._items: dict[str, Any] = {key: _Encoded(text) for key, text in stored.items()}
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._items[key]
+        if isinstance(value, _Encoded):
+            value = self._items[key] = loads(value.text)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"session keys are strings, not {type(key).__qualname__}")
+        self._items[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._items[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def encoded(self) -> dict[str, str]:
+        """Every current value as the JSON the store would hold."""
+        return {
+            key: value.text if isinstance(value, _Encoded) else dumps(value)
+            for key, value in self._items.items()
+        }
+
+
+class Session:
+    """One request's view of its session.
+
+    A handle loaded from the store only ever updates that record: if the record ends while the
+    request runs (expired, cleared or rotated by another request), its saves are dropped. Only a
+    handle that minted its id (a new session, or after ``clear_session``/``rotate``) creates a
+    record, once. Locks belong to the current id.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore,
+        session_id: str | None = None,
+        stored: Mapping[str, str] | None = None,
+    ) -> None:
+        self._store = store
+        self._is_new = session_id is None
+        self._id = new_session_id() if session_id is None else session_id
+        self._creating = self._is_new
+        self._accessed = False
+        self._data = SessionData(stored or {})
+
+    @property
+    def store(self) -> SessionStore:
+        return self._store
+
+    @property
+    def is_new(self) -> bool:
+        """True when this request started the session (no valid cookie for a live record)."""
+        return self._is_new
+
+    @property
+    def in_use(self) -> bool:
+        """True when the current id holds data or ``get_session()`` was called for it."""
+        return self._accessed or bool(self._data)
+
+    def get_session(self) -> MutableMapping[str, Any]:
+        self._accessed = True
+        return self._data
+
+    def get_session_id(self) -> str:
+        return self._id
+
+    async def save_session(self) -> None:
+        """Write the keys that changed or were deleted since loaded or last saved."""
+        current = self._data.encoded()
+        stored = self._data.stored
+        changed = {key: text for key, text in current.items() if stored.get(key) != text}
+        deleted = [key for key in stored if key not in current]
+        if changed or deleted:
+            await self._store.save(self._id, changed, deleted, create=self._creating)
+            self._creating = False
+        self._data.stored = current
+
+    async def clear_session(self) -> None:
+        """Delete the record and all data; values set afterwards start a session with a new id."""
+        await self._store.delete(self._id)
+        self._id, self._creating, self._accessed = new_session_id(), True, False
+        self._data.clear()
+        self._data.stored = {}
+
+    async def rotate(self) -> None:
+        """Move the data to a new id and delete the old record (call it on login)."""
+        new_id = new_session_id()
+        current = self._data.encoded()
+        if current:
+            await self._store.save(new_id, current, (), create=True)
+        await self._store.delete(self._id)
+        self._id, self._creating, self._accessed = new_id, not current, False
+        self._data.stored = current
+
+    async def acquire_lock(self, name: str, ttl: float) -> str | None:
+        return await self._store.acquire_lock(self._id, name, ttl)
+
+    async def renew_lock(self, name: str, token: str, ttl: float) -> bool:
+        return await self._store.renew_lock(self._id, name, token, ttl)
+
+    async def release_lock(self, name: str, token: str) -> bool:
+        return await self._store.release_lock(self._id, name, token)
