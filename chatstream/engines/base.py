@@ -7,7 +7,7 @@ when the consumer closes the stream (``aclose()`` on the async iterator, or task
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -86,7 +86,7 @@ class Engine(Protocol):
     @property
     def model_name(self) -> str: ...
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         """Stream the reply: ``TextDelta`` events, then exactly one ``GenerationDone``.
 
         Closing the iterator early (``aclose()``) or cancelling the consuming task cancels the

@@ -1,0 +1,65 @@
+"""Reading and validating the body of ``POST /chat_stream``."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import ClientDisconnect, Request
+
+from .errors import InputTooLong, InvalidJSON, InvalidRequest
+
+
+class ChatStreamBody(BaseModel):
+    """``{"user_input": str, "regenerate": bool = false}``; types are strict, unknown fields
+    are ignored, and ``user_input`` may be left out when ``regenerate`` is true."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    user_input: str | None = None
+    regenerate: bool = False
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise InputTooLong(f"the request body is over {limit} bytes")
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise InputTooLong(f"the request body is over {limit} bytes")
+    except ClientDisconnect:
+        raise InvalidJSON("the client left before the request body was sent") from None
+    return bytes(body)
+
+
+def parse_json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidJSON(f"the request body is not valid JSON: {exc}") from None
+
+
+def validate_chat_body(data: object, *, max_input_chars: int) -> ChatStreamBody:
+    if not isinstance(data, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    try:
+        parsed = ChatStreamBody.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(describe_validation_error(exc)) from None
+    if not parsed.regenerate:
+        if parsed.user_input is None or not parsed.user_input.strip():
+            raise InvalidRequest("user_input must be a non-empty string")
+        if len(parsed.user_input) > max_input_chars:
+            raise InputTooLong(f"user_input is over {max_input_chars} characters")
+    return parsed
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+        for error in exc.errors()
+    )

@@ -1,0 +1,34 @@
+"""Sampling parameters a session may set for its next turns, with their valid ranges."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .engines.base import GenerationParams
+
+SESSION_PARAMS_KEY = "generation_params"
+
+
+class GenerationSettings(BaseModel):
+    """``temperature`` 0 means greedy decoding; ``top_k`` 0 turns top-k filtering off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    top_k: int = Field(50, ge=0, le=1000)
+    max_new_tokens: int = Field(256, ge=1, le=8192)
+    repetition_penalty: float = Field(1.0, ge=1.0, le=2.0)
+
+    def merged(self, changes: Mapping[str, Any]) -> GenerationSettings:
+        """These settings with ``changes`` applied; invalid stored changes are ignored."""
+        try:
+            return self.model_validate({**self.model_dump(), **changes})
+        except ValidationError:
+            return self
+
+    def to_params(self) -> GenerationParams:
+        return GenerationParams(**self.model_dump())

@@ -1,0 +1,103 @@
+"""Wire formats of a chat stream: plain UTF-8 text deltas, or server-sent events.
+
+A writer owns the ``send`` of one response. It starts the response lazily, so a request that is
+refused before anything was sent still gets a proper status code and JSON error.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import Send
+
+from .errors import ChatStreamError
+
+
+class ClientGone(Exception):
+    """Sending failed: the client has closed the connection."""
+
+
+class TextStreamWriter:
+    """``200 text/plain; charset=utf-8``: the reply's text, chunk by chunk; its end is the
+    body's end. Queue positions and the final summary are not part of this format."""
+
+    media_type = "text/plain; charset=utf-8"
+
+    def __init__(self, send: Send, message_id: str) -> None:
+        self._send = send
+        self.message_id = message_id
+        self.started = False
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        headers = [
+            (b"content-type", self.media_type.encode()),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+            (b"x-message-id", self.message_id.encode()),
+        ]
+        await self._emit({"type": "http.response.start", "status": 200, "headers": headers})
+
+    async def queued(self, position: int) -> None:
+        """Plain text has no queue events: the response starts once generation does."""
+
+    async def keep_alive(self) -> None:
+        """Nothing to send before the response starts."""
+
+    async def delta(self, text: str) -> None:
+        await self.start()
+        await self._body(text.encode())
+
+    async def done(self, summary: dict[str, Any]) -> None:
+        """The body's end is the reply's end."""
+
+    async def error(self, error: ChatStreamError) -> None:
+        """A plain stream cut short simply ends."""
+
+    async def end(self) -> None:
+        await self.start()
+        await self._emit({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _body(self, chunk: bytes) -> None:
+        await self._emit({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def _emit(self, message: dict[str, Any]) -> None:
+        try:
+            await self._send(message)
+        except OSError as exc:  # uvicorn's ClientDisconnected, a broken pipe
+            raise ClientGone() from exc
+
+
+class EventStreamWriter(TextStreamWriter):
+    """``text/event-stream``: ``queued``, ``delta``, then ``done`` or ``error`` events, with
+    comment lines as keep-alives while the request waits in the queue."""
+
+    media_type = "text/event-stream; charset=utf-8"
+
+    async def queued(self, position: int) -> None:
+        await self._event("queued", {"position": position})
+
+    async def keep_alive(self) -> None:
+        await self.start()
+        await self._body(b": keep-alive\n\n")
+
+    async def delta(self, text: str) -> None:
+        await self._event("delta", {"text": text})
+
+    async def done(self, summary: dict[str, Any]) -> None:
+        await self._event("done", summary)
+
+    async def error(self, error: ChatStreamError) -> None:
+        await self._event("error", {"code": error.code, "message": error.message})
+
+    async def _event(self, name: str, data: dict[str, Any]) -> None:
+        await self.start()
+        payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        await self._body(f"event: {name}\ndata: {payload}\n\n".encode())
+
+
+def wants_event_stream(accept: str) -> bool:
+    return any(part.split(";")[0].strip() == "text/event-stream" for part in accept.split(","))

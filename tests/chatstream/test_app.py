@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+
+from chatstream.app import create_app
+from chatstream.cli import build_parser, main
+from chatstream.config import ConfigError, Settings
+
+from .conftest import client_for
+
+
+async def test_the_served_app_holds_a_conversation() -> None:
+    app = create_app(Settings(model="mock", mock_token_delay=0.0, secret_key="k"))
+    async with client_for(app) as client:
+        first = await client.post(
+            "/chat_stream", json={"user_input": "What is the capital of France?"}
+        )
+        assert first.status_code == 200
+        assert first.text.startswith("What is the capital of France?")
+        second = await client.post("/chat_stream", json={"user_input": "And of Italy?"})
+        assert second.text.startswith("And of Italy?")
+        prompt = (await client.get("/get_prompt")).json()
+        assert [m["role"] for m in prompt["messages"]] == ["user", "assistant"] * 2
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["model"] == "mock"
+
+
+def test_refuses_to_start_with_redis_and_no_secret_key() -> None:
+    with pytest.raises(ConfigError, match="CHATSTREAM_SECRET_KEY"):
+        create_app(Settings(model="mock", redis_url="redis://127.0.0.1:6379/15"))
+
+
+def test_random_key_warning_without_redis(caplog: pytest.LogCaptureFixture) -> None:
+    create_app(Settings(model="mock"))
+    assert "CHATSTREAM_SECRET_KEY is not set" in caplog.text
+
+
+def test_cli_has_a_flag_for_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    help_text = capsys.readouterr().out
+    for variable in (
+        "HOST",
+        "PORT",
+        "REDIS_URL",
+        "CHATSTREAM_SECRET_KEY",
+        "CHATSTREAM_COOKIE_NAME",
+        "CHATSTREAM_MODEL",
+        "CHATSTREAM_MOCK_TOKEN_DELAY",
+        "CHATSTREAM_MAX_CONCURRENT",
+        "CHATSTREAM_MAX_QUEUE",
+        "CHATSTREAM_QUEUE_TIMEOUT",
+        "CHATSTREAM_LEASE_TTL",
+        "CHATSTREAM_MAX_NEW_TOKENS",
+    ):
+        assert variable in help_text
+
+
+def test_cli_refuses_redis_without_a_key(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CHATSTREAM_SECRET_KEY", raising=False)
+    code = main(["serve", "--model", "mock", "--redis-url", "redis://127.0.0.1:6379/15"])
+    assert code == 2
+    assert "CHATSTREAM_SECRET_KEY" in capsys.readouterr().err

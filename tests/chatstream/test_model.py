@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from chatstream.engines.base import GenerationParams, GenerationRequest
+from chatstream.engines.hf import TransformersEngine
+from chatstream.model import (
+    BUNDLED_MODEL_NAME,
+    ModelNotFoundError,
+    bundled_gguf_path,
+    default_cache_dir,
+    load_model,
+    plain_copy,
+    write_model_cache,
+)
+
+from .engines.streams import collect
+from .tiny_model import CHATML, tiny_llama, tiny_tokenizer
+
+
+def quantized_looking_model() -> LlamaForCausalLM:
+    """A tiny model whose config carries a GGUF quantization config, like one read from a GGUF."""
+    model = tiny_llama()
+    model.config.quantization_config = {"quant_method": "gguf", "gguf_file": "x.gguf"}
+    return model
+
+
+def assert_same_weights(loaded: torch.nn.Module, original: torch.nn.Module) -> None:
+    expected = original.state_dict()
+    actual = loaded.state_dict()
+    assert actual.keys() == expected.keys()
+    assert all(torch.equal(actual[name], expected[name]) for name in expected)
+
+
+def test_the_cache_round_trips_the_model_and_tokenizer(tmp_path: Path) -> None:
+    original = quantized_looking_model()
+    cache = tmp_path / "models" / "tiny"
+    write_model_cache(plain_copy(original), tiny_tokenizer(), cache)
+
+    config = json.loads((cache / "config.json").read_text())
+    assert "quantization_config" not in config
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert [p.name for p in cache.parent.iterdir()] == ["tiny"]
+    model, tokenizer = load_model(cache_dir=cache)
+    assert_same_weights(model, original)
+    assert model.dtype == torch.float32
+    assert model.name_or_path == BUNDLED_MODEL_NAME
+    assert tokenizer.chat_template == CHATML
+    assert tokenizer.encode("é<|im_end|>", add_special_tokens=False) == [195, 169, 257]
+
+
+def test_a_failed_write_leaves_no_cache_and_no_debris(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokenizer = tiny_tokenizer()
+    cache = tmp_path / "tiny"
+
+    def crash(directory: Path) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tokenizer, "save_pretrained", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_model_cache(plain_copy(tiny_llama()), tokenizer, cache)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cache_written_first_by_another_process_is_kept(tmp_path: Path) -> None:
+    cache = tmp_path / "tiny"
+    write_model_cache(tiny_llama(seed=1), tiny_tokenizer(), cache)
+    first = (cache / "model.safetensors").read_bytes()
+    write_model_cache(tiny_llama(seed=2), tiny_tokenizer(), cache)
+    assert (cache / "model.safetensors").read_bytes() == first
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny"]
+
+
+def test_a_local_directory_loads(tmp_path: Path) -> None:
+    original = tiny_llama()
+    original.save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    model, tokenizer = load_model(str(tmp_path))
+    assert_same_weights(model, original)
+    assert tokenizer.eos_token == "<|im_end|>"
+
+
+def test_a_model_not_on_this_machine_is_a_clear_error() -> None:
+    with pytest.raises(ModelNotFoundError, match="hf download nobody/no-such-model"):
+        load_model("nobody/no-such-model")
+
+
+def test_the_cache_dir_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATSTREAM_CACHE_DIR", "/srv/cache/smollm2")
+    assert default_cache_dir() == Path("/srv/cache/smollm2")
+    monkeypatch.delenv("CHATSTREAM_CACHE_DIR")
+    assert default_cache_dir() == Path.home() / ".cache/chatstream/models/smollm2-135m-instruct"
+
+
+def test_the_bundled_gguf_is_installed() -> None:
+    assert bundled_gguf_path().stat().st_size > 50_000_000
+
+
+@pytest.mark.model
+async def test_the_bundled_model_knows_the_capital_of_france() -> None:
+    model, tokenizer = load_model()  # builds the cache on the first run (~20 s)
+    engine = TransformersEngine(model, tokenizer)
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    prompt = engine.renderer.render(messages, add_generation_prompt=True)
+    params = GenerationParams(max_new_tokens=32, temperature=0)
+    try:
+        deltas, done = await collect(engine.generate(GenerationRequest(prompt, params, messages)))
+    finally:
+        await engine.aclose()
+    assert "Paris" in "".join(deltas)
+    assert done.finish_reason == "stop"
+    assert engine.model_name == BUNDLED_MODEL_NAME
