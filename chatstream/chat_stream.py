@@ -20,6 +20,8 @@ from .admission.base import Admission
 from .body import parse_json, read_body, validate_chat_body
 from .engines.base import Engine, GenerationRequest
 from .errors import ChatStreamError, ServiceUnavailable
+from .feedback import FeedbackHook
+from .metrics import Metrics
 from .outcome import CompletionCallback, Outcome, run_callback
 from .params import SESSION_PARAMS_KEY, GenerationSettings
 from .prompt import ChatPrompt
@@ -59,6 +61,7 @@ class ChatStream:
         max_queue: int = 64,
         queue_timeout: float = 60.0,
         lease_ttl: float = 15.0,
+        on_feedback: FeedbackHook | None = None,
     ) -> None:
         if engine is None:
             if model is None or tokenizer is None:
@@ -88,6 +91,8 @@ class ChatStream:
         self.max_queue = max_queue
         self.queue_timeout = queue_timeout
         self.lease_ttl = lease_ttl
+        self.on_feedback = on_feedback
+        self.metrics = Metrics()
         self._admission = admission
         self._redis = redis
 
@@ -157,6 +162,7 @@ class ChatStream:
             engine=self.engine,
             admission=self.admission_for(session),
             lease_ttl=self.lease_ttl,
+            metrics=self.metrics,
             writer_class=writer,
         )
 

@@ -26,15 +26,14 @@ CompletionCallback = Callable[[Request, Outcome], Awaitable[object] | object]
 """``fn(request, outcome)``: a plain function or a coroutine function."""
 
 
-async def run_callback(
-    callback: CompletionCallback | None, request: Request, outcome: Outcome
-) -> None:
-    """Run the callback; one that raises is logged and harms nothing else."""
+async def run_callback(callback: Callable[..., object] | None, *args: object) -> None:
+    """Run a user's callback or hook (plain or coroutine function); one that raises is logged
+    and harms nothing else."""
     if callback is None:
         return
     try:
-        result = callback(request, outcome)
+        result = callback(*args)
         if inspect.isawaitable(result):
             await result
     except Exception:
-        logger.exception("completion callback %r raised (outcome %s)", callback, outcome.value)
+        logger.exception("callback %r raised", callback)

@@ -7,7 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .body import describe_validation_error
 from .engines.base import GenerationParams
+from .errors import InvalidRequest
 
 SESSION_PARAMS_KEY = "generation_params"
 
@@ -23,6 +25,17 @@ class GenerationSettings(BaseModel):
     max_new_tokens: int = Field(256, ge=1, le=8192)
     repetition_penalty: float = Field(1.0, ge=1.0, le=2.0)
 
+    @classmethod
+    def validate_changes(cls, data: object) -> dict[str, Any]:
+        """The fields a client asked to change, checked against their ranges (422 if not)."""
+        if not isinstance(data, dict):
+            raise InvalidRequest("the request body must be a JSON object")
+        try:
+            checked = _StrictSettings.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidRequest(describe_validation_error(exc)) from None
+        return checked.model_dump(exclude_unset=True)
+
     def merged(self, changes: Mapping[str, Any]) -> GenerationSettings:
         """These settings with ``changes`` applied; invalid stored changes are ignored."""
         try:
@@ -32,3 +45,9 @@ class GenerationSettings(BaseModel):
 
     def to_params(self) -> GenerationParams:
         return GenerationParams(**self.model_dump())
+
+
+class _StrictSettings(GenerationSettings):
+    """What a client may send: JSON numbers only (no strings, no booleans), known fields only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)

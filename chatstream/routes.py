@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sessions import Session, StoreUnavailable
 
-from .errors import ChatStreamError, ServiceUnavailable
+from .body import parse_json, read_body
+from .errors import ChatStreamError, NotFound, ServiceUnavailable
+from .feedback import FEEDBACK_KEY, validate_feedback
 from .lease import session_lease
+from .outcome import run_callback
+from .params import SESSION_PARAMS_KEY, GenerationSettings
 from .turn import SESSION_KEY
 
 if TYPE_CHECKING:
     from .chat_stream import ChatStream
+
+MAX_JSON_BYTES = 64 * 1024
 
 Endpoint = Callable[["ChatStream", Request], Awaitable[Response]]
 
@@ -61,6 +69,55 @@ async def clear_context(chat_stream: ChatStream, request: Request) -> Response:
     return JSONResponse({"status": "cleared"})
 
 
+@json_errors
+async def set_generation_params(chat_stream: ChatStream, request: Request) -> Response:
+    """Change this session's sampling parameters for its next turns; answers the result."""
+    changes = GenerationSettings.validate_changes(await read_json(request))
+    session: Session = request.state.session
+    stored = session.get_session().get(SESSION_PARAMS_KEY)
+    session.get_session()[SESSION_PARAMS_KEY] = {**(stored or {}), **changes}
+    await session.save_session()
+    return JSONResponse(chat_stream.generation_settings(session).model_dump())
+
+
+@json_errors
+async def get_generation_params(chat_stream: ChatStream, request: Request) -> Response:
+    """The sampling parameters this session's next turn will use."""
+    return JSONResponse(chat_stream.generation_settings(request.state.session).model_dump())
+
+
+@json_errors
+async def set_feedback(chat_stream: ChatStream, request: Request) -> Response:
+    """Like or dislike a reply of this session, with free-form data (404 for an unknown id)."""
+    feedback = validate_feedback(await read_json(request))
+    session: Session = request.state.session
+    message = chat_stream.load_history(session).find(feedback.message_id)
+    if message is None or message.role != "assistant":
+        raise NotFound(f"this session has no reply {feedback.message_id!r}")
+    record = feedback.model_dump()
+    stored = session.get_session().get(FEEDBACK_KEY) or {}
+    session.get_session()[FEEDBACK_KEY] = {**stored, feedback.message_id: record}
+    await session.save_session()
+    await run_callback(chat_stream.on_feedback, request, record)
+    return JSONResponse({"status": "recorded", "message_id": feedback.message_id})
+
+
+@json_errors
+async def get_load(chat_stream: ChatStream, request: Request) -> Response:
+    """Cluster-wide generations running and waiting, and the limits."""
+    load = await chat_stream.admission_for(request.state.session).load()
+    return JSONResponse(dataclasses.asdict(load))
+
+
+async def metrics(chat_stream: ChatStream, request: Request) -> Response:
+    """Prometheus metrics of this instance."""
+    return Response(chat_stream.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def read_json(request: Request) -> object:
+    return parse_json(await read_body(request, MAX_JSON_BYTES))
+
+
 async def healthz(request: Request) -> Response:
     """Liveness: the process answers."""
     return JSONResponse({"status": "ok"})
@@ -92,8 +149,13 @@ def build_router(chat_stream: ChatStream) -> APIRouter:
         ("/chat_stream", chat_stream_route, "POST", "Stream the next assistant reply"),
         ("/get_prompt", bind(get_prompt), "GET", "The conversation and its prompt"),
         ("/clear_context", bind(clear_context), "POST", "Start the conversation over"),
+        ("/set_generation_params", bind(set_generation_params), "POST", "Set sampling parameters"),
+        ("/get_generation_params", bind(get_generation_params), "GET", "Sampling parameters"),
+        ("/set_feedback", bind(set_feedback), "POST", "Like or dislike a reply"),
+        ("/get_load", bind(get_load), "GET", "Cluster-wide load"),
         ("/healthz", healthz, "GET", "Liveness"),
         ("/readyz", bind(readyz), "GET", "Readiness"),
+        ("/metrics", bind(metrics), "GET", "Prometheus metrics"),
     ]
     for path, endpoint, method, summary in routes:
         router.add_api_route(path, endpoint, methods=[method], summary=summary)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from .admission.base import Admission
 from .engines.base import Engine, FinishReason, GenerationDone, GenerationRequest, TextDelta
 from .errors import ChatStreamError, error_response
 from .lease import session_lease
+from .metrics import Metrics
 from .outcome import CompletionCallback, Outcome, run_callback
 from .prompt import ChatPrompt
 from .streaming import ClientGone, TextStreamWriter
@@ -69,18 +71,21 @@ class ChatTurnResponse(Response):
         engine: Engine,
         admission: Admission,
         lease_ttl: float,
+        metrics: Metrics,
         writer_class: type[TextStreamWriter] = TextStreamWriter,
     ) -> None:
         self.turn = turn
         self.engine = engine
         self.admission = admission
         self.lease_ttl = lease_ttl
+        self.metrics = metrics
         self.writer_class = writer_class
         self.status_code = 200
         self.background = None
         self._work: asyncio.Task[Outcome] | None = None
         self._interruption: Interruption | None = None
         self._interruptible = True
+        self._arrived = time.perf_counter()
         self.reply = Reply()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -95,6 +100,7 @@ class ChatTurnResponse(Response):
             raise
         finally:
             watcher.cancel()
+        self.metrics.outcomes.labels(outcome.value).inc()
         await run_callback(self.turn.callback, self.turn.request, outcome)
 
     # -- the turn ------------------------------------------------------------------------------
@@ -138,18 +144,22 @@ class ChatTurnResponse(Response):
                 session_lease(self.turn.session, self.lease_ttl)
             )
             reporter = QueueReporter(writer)
+            self.metrics.generations_waiting.inc()
             try:
-                permit = await stack.enter_async_context(
-                    self.admission.acquire(on_position=reporter.update)
-                )
+                with self.metrics.queue_wait.time():
+                    permit = await stack.enter_async_context(
+                        self.admission.acquire(on_position=reporter.update)
+                    )
             finally:
+                self.metrics.generations_waiting.dec()
                 await reporter.stop()
             for lost in (lease_lost, permit.lost):
                 watcher = asyncio.create_task(self._interrupt_when(lost, "lease_lost"))
                 stack.callback(watcher.cancel)
             await writer.start()
             try:
-                await self._generate(writer)
+                with self.metrics.generations_active.track_inprogress():
+                    await self._generate(writer)
             finally:
                 self._interruptible = False
                 if self.reply.parts or self.reply.finish_reason is not None:
@@ -167,8 +177,9 @@ class ChatTurnResponse(Response):
         return Outcome.SUCCESS
 
     async def _generate(self, writer: TextStreamWriter) -> None:
-        reply = self.reply
+        reply, metrics = self.reply, self.metrics
         reply.generation_started = True
+        last_sent = self._arrived
         events = self.engine.generate(self.turn.generation)
         try:
             async with contextlib.aclosing(events):
@@ -177,10 +188,17 @@ class ChatTurnResponse(Response):
                         if event.text:
                             reply.parts.append(event.text)
                             await writer.delta(event.text)
+                            now = time.perf_counter()
+                            latency = metrics.inter_token_latency
+                            if len(reply.parts) == 1:
+                                latency = metrics.time_to_first_token
+                            latency.observe(now - last_sent)
+                            last_sent = now
                     elif isinstance(event, GenerationDone):
                         reply.finish_reason = event.finish_reason
                         reply.prompt_tokens = event.prompt_tokens
                         reply.completion_tokens = event.completion_tokens
+                        metrics.tokens_generated.inc(event.completion_tokens)
         except (asyncio.CancelledError, ClientGone):
             raise
         except Exception:
