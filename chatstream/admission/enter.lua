@@ -1,0 +1,33 @@
+-- ARGV: channel, ticket, ready (1 when its instance has a free slot), capacity, max_queue,
+-- lease_ms, heartbeat_ms. Returns {position, ticket number}: position 0 = granted, -1 = full.
+-- Entering twice with one ticket (a client retry) answers as the first entry did.
+local ticket, ready = ARGV[2], ARGV[3] == '1'
+local capacity, max_queue = tonumber(ARGV[4]), tonumber(ARGV[5])
+local lease_ms, heartbeat_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+local changed = purge()
+local result
+if redis.call('ZSCORE', holders_key, ticket) then
+  result = {0, 0}
+elseif redis.call('ZSCORE', queue_key, ticket) then
+  result = {
+    redis.call('ZRANK', queue_key, ticket) + 1,
+    tonumber(redis.call('ZSCORE', queue_key, ticket)),
+  }
+elseif ready and redis.call('ZCARD', ready_key) < free_permits(capacity) then
+  redis.call('ZADD', holders_key, now + lease_ms, ticket)
+  result = {0, 0}
+elseif redis.call('ZCARD', queue_key) >= max_queue then
+  result = {-1, 0}
+else
+  local number = redis.call('INCR', tickets_key)
+  redis.call('ZADD', queue_key, number, ticket)
+  if ready then
+    redis.call('ZADD', ready_key, number, ticket)
+  end
+  redis.call('ZADD', heartbeats_key, now + heartbeat_ms, ticket)
+  result = {redis.call('ZCARD', queue_key), number}
+end
+if changed then
+  wake_waiters()
+end
+return result

@@ -1,0 +1,53 @@
+"""Every Redis key of the admission semaphore, built in one place.
+
+All of a semaphore's keys share the hash tag ``{sem:<name>}``: they live in one Redis Cluster
+slot, so one Lua script may change them all at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "chatstream:"
+SEMAPHORE_TAG = "{{sem:{name}}}"
+TICKETS = "tickets"
+QUEUE = "queue"
+READY = "ready"
+HEARTBEATS = "heartbeats"
+HOLDERS = "holders"
+WAKE_CHANNEL = "wake"
+
+
+@dataclass(frozen=True, slots=True)
+class SemaphoreKeys:
+    tickets: str
+    """Counter: each waiter's ticket number, the global FIFO order."""
+    queue: str
+    """Sorted set: every waiter's ticket id, scored by ticket number."""
+    ready: str
+    """Sorted set: the waiters whose instance has a free engine slot, scored by ticket number."""
+    heartbeats: str
+    """Sorted set: every waiter's ticket id, scored by when it expires unless refreshed (ms)."""
+    holders: str
+    """Sorted set: every granted ticket id, scored by when its lease expires (ms)."""
+    wake_channel: str
+    """Pub/sub channel (not a key) on which scripts tell waiting instances to look again."""
+
+    @classmethod
+    def build(cls, name: str, prefix: str = DEFAULT_PREFIX) -> SemaphoreKeys:
+        if "{" in name or "}" in name:
+            raise ValueError(f"a semaphore name may not contain braces: {name!r}")
+        base = f"{prefix}{SEMAPHORE_TAG.format(name=name)}:"
+        return cls(
+            tickets=base + TICKETS,
+            queue=base + QUEUE,
+            ready=base + READY,
+            heartbeats=base + HEARTBEATS,
+            holders=base + HOLDERS,
+            wake_channel=base + WAKE_CHANNEL,
+        )
+
+    @property
+    def script_keys(self) -> list[str]:
+        """``KEYS`` of every script, in the order ``common.lua`` names them."""
+        return [self.tickets, self.queue, self.ready, self.heartbeats, self.holders]

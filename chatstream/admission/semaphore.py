@@ -1,0 +1,336 @@
+"""``RedisSemaphore``: the cluster-wide fair queue in front of generation.
+
+State lives in Redis under one hash tag (:mod:`chatstream.admission.keys`). A request is a ticket:
+a random id made here, so cleanup by id works whatever the last script did. Waiting, it sits in a
+sorted set scored by its ticket number (``INCR``: the FIFO order) and heartbeats; granted, it sits
+in the holders' sorted set scored by its lease expiry and renews the lease. Every change is one Lua
+script (:mod:`chatstream.admission.scripts`) that first drops expired waiters and holders, so the
+tickets of a crashed instance vanish by themselves.
+
+An instance's waiters are looked after by one poll task: one script call heartbeats them all,
+grants what can be granted and returns their positions. It runs when a script publishes on the
+wake channel (a release, a grant, an expiry), when the next lease or heartbeat in Redis expires,
+and at least every :data:`RECHECK_INTERVAL` (pub/sub loses messages while reconnecting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chatstream.admission.base import Load, Permit, PositionCallback
+from chatstream.admission.keys import DEFAULT_PREFIX, SemaphoreKeys
+from chatstream.admission.scripts import SemaphoreScripts
+from chatstream.errors import QueueFull, QueueTimeout, ServiceUnavailable
+
+RECHECK_INTERVAL = 1.0
+"""Seconds between an instance's looks at its waiters without a signal; also their heartbeat."""
+WAITER_TTL = 3.0
+"""Seconds a waiter stays queued without a heartbeat, e.g. after its instance was killed."""
+
+UNREACHABLE = "the admission store is unreachable"
+
+logger = logging.getLogger(__name__)
+
+
+class RedisSemaphore:
+    """At most ``capacity`` generations at once across every instance sharing ``redis``.
+
+    Requests are granted in FIFO order of their tickets. ``max_queue`` bounds how many wait
+    cluster-wide (:class:`~chatstream.errors.QueueFull` beyond), ``queue_timeout`` how long each
+    waits (:class:`~chatstream.errors.QueueTimeout`). A permit is a lease of ``lease_ttl`` seconds,
+    renewed every third of it while held: a crashed holder's permit returns after at most
+    ``lease_ttl``. Every instance must use the same ``name``, ``capacity`` and ``max_queue``.
+
+    ``local_slots`` is this instance's engine slots. Every request takes a global ticket at once,
+    so the queue that ``max_queue`` bounds and the positions reported are cluster-wide; but a
+    ticket can only be granted (is *ready*) while its instance has a slot for it, and slots go to
+    this instance's tickets in ticket order. Grants go to the oldest ready tickets, so an instance
+    whose slots are busy never takes a permit it cannot use, nor holds back instances that can.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        name: str = "generation",
+        capacity: int,
+        local_slots: int | None = None,
+        max_queue: int = 64,
+        queue_timeout: float = 60.0,
+        lease_ttl: float = 15.0,
+        prefix: str = DEFAULT_PREFIX,
+    ) -> None:
+        if capacity < 1 or (local_slots is not None and local_slots < 1):
+            raise ValueError("capacity and local_slots must be at least 1")
+        if max_queue < 0 or queue_timeout <= 0 or lease_ttl <= 0:
+            raise ValueError("max_queue, queue_timeout and lease_ttl must be positive")
+        self.capacity = capacity
+        self.local_slots = local_slots
+        self.max_queue = max_queue
+        self.queue_timeout = queue_timeout
+        self.lease_ttl = lease_ttl
+        keys = SemaphoreKeys.build(name, prefix)
+        self._redis = redis
+        self._wake_channel = keys.wake_channel
+        self._scripts = SemaphoreScripts(
+            redis,
+            keys,
+            capacity=capacity,
+            max_queue=max_queue,
+            lease_ttl=lease_ttl,
+            waiter_ttl=WAITER_TTL,
+        )
+        self._queued: dict[str, _Ticket] = {}
+        self._slots_used = 0
+        self._wake = asyncio.Event()
+        self._watchers: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    @asynccontextmanager
+    async def acquire(
+        self, *, on_position: PositionCallback | None = None
+    ) -> AsyncIterator[Permit]:
+        """Wait for a permit and hold it for the ``async with`` block.
+
+        ``on_position`` gets the 1-based queue position each time it changes, then ``0`` once
+        granted. Raises :class:`~chatstream.errors.QueueFull`,
+        :class:`~chatstream.errors.QueueTimeout` or :class:`~chatstream.errors.ServiceUnavailable`
+        (Redis unreachable). However the block is left, cancellation included, the ticket is gone
+        from Redis when this returns.
+        """
+        report = on_position or _ignore
+        ticket = _Ticket(secrets.token_hex(16), has_slot=self._take_slot_on_arrival())
+        self._queued[ticket.id] = ticket
+        permit: _Permit | None = None
+        try:
+            await self._wait_for_grant(ticket, report)
+            permit = _Permit(self._scripts, ticket.id, self.lease_ttl)
+            report(0)
+            yield permit
+        finally:
+            await _to_completion(self._leave(ticket, permit))
+
+    async def load(self) -> Load:
+        try:
+            processing, waiting = await self._scripts.load()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise ServiceUnavailable(UNREACHABLE) from exc
+        return Load(processing, waiting, self.capacity, self.max_queue)
+
+    async def aclose(self) -> None:
+        """Stop the background tasks; this instance's waiters fail with ServiceUnavailable.
+        Holders keep their permits until they leave their block. The client stays open."""
+        watchers, self._watchers = self._watchers, []
+        # The flag ends the loops even where a cancellation gets lost (on Python 3.11,
+        # asyncio.wait_for around redis-py's socket writes can swallow one).
+        self._closing = True
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        self._closing = False
+        for ticket in self._queued.values():
+            ticket.fail("the server is shutting down")
+
+    async def _wait_for_grant(self, ticket: _Ticket, report: PositionCallback) -> None:
+        try:
+            async with asyncio.timeout(self.queue_timeout):
+                position, ticket.number = await self._scripts.enter(
+                    ticket.id, ready=ticket.has_slot
+                )
+                if position < 0:
+                    raise QueueFull(f"{self.max_queue} requests are already waiting")
+                ticket.position = position
+                if position:
+                    self._hand_out_slots()
+                    self._watch()
+                    # A signal sent before this ticket was known here must not be missed.
+                    self._wake.set()
+                while position:
+                    report(position)
+                    position = await ticket.next_position()
+        except TimeoutError as exc:
+            raise QueueTimeout(f"no generation slot within {self.queue_timeout:g} s") from exc
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise ServiceUnavailable(UNREACHABLE) from exc
+        finally:
+            self._queued.pop(ticket.id, None)
+
+    async def _leave(self, ticket: _Ticket, permit: _Permit | None) -> None:
+        try:
+            if permit is not None:
+                await permit.stop()
+            await self._scripts.leave(ticket.id)
+        except RedisError as exc:
+            logger.warning("admission ticket %s left to expire in Redis: %s", ticket.id, exc)
+        finally:
+            if ticket.has_slot:
+                self._release_slot()
+
+    def _take_slot_on_arrival(self) -> bool:
+        # Older local tickets still without a slot get one first.
+        return all(t.has_slot for t in self._queued.values()) and self._take_slot()
+
+    def _take_slot(self) -> bool:
+        if self.local_slots is None:
+            return True
+        if self._slots_used == self.local_slots:
+            return False
+        self._slots_used += 1
+        return True
+
+    def _release_slot(self) -> None:
+        if self.local_slots is not None:
+            self._slots_used -= 1
+            self._hand_out_slots()
+
+    def _hand_out_slots(self) -> None:
+        slotless = (t for t in self._queued.values() if t.number and not t.has_slot)
+        for ticket in sorted(slotless, key=attrgetter("number")):
+            if not self._take_slot():
+                return
+            ticket.has_slot = True
+            self._wake.set()
+
+    def _watch(self) -> None:
+        if not self._watchers:
+            self._watchers = [
+                asyncio.create_task(self._listen(), name="admission-listen"),
+                asyncio.create_task(self._poll_forever(), name="admission-poll"),
+            ]
+
+    async def _listen(self) -> None:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            while not self._closing:
+                try:
+                    if not pubsub.subscribed:
+                        await pubsub.subscribe(self._wake_channel)
+                        self._wake.set()
+                    if await pubsub.get_message(timeout=RECHECK_INTERVAL) is not None:
+                        self._wake.set()
+                except RedisError as exc:
+                    logger.warning("admission wake-up listener: %s; retrying", exc)
+                    await asyncio.sleep(RECHECK_INTERVAL)
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _poll_forever(self) -> None:
+        delay = RECHECK_INTERVAL
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            self._wake.clear()
+            delay = await self._poll()
+
+    async def _poll(self) -> float:
+        """Look at every local waiter once; returns how long the next look may wait."""
+        tickets = sorted((t for t in self._queued.values() if t.number), key=attrgetter("number"))
+        if not tickets:
+            return RECHECK_INTERVAL
+        try:
+            next_expiry, positions = await self._scripts.poll([(t.id, t.has_slot) for t in tickets])
+        except Exception as exc:
+            for ticket in tickets:
+                ticket.fail(UNREACHABLE, exc)
+            return RECHECK_INTERVAL
+        for ticket, position in zip(tickets, positions, strict=True):
+            ticket.update(position)
+        return RECHECK_INTERVAL if next_expiry is None else min(RECHECK_INTERVAL, next_expiry)
+
+
+@dataclass(eq=False)
+class _Ticket:
+    """One local request, from arrival until it is granted or gives up."""
+
+    id: str
+    has_slot: bool
+    number: int = 0
+    position: int = 0
+    failure: str | None = None
+    cause: Exception | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def update(self, position: int) -> None:
+        if position < 0:
+            self.fail("this request's place in the queue expired")
+        elif position != self.position:
+            self.position = position
+            self.changed.set()
+
+    def fail(self, failure: str, cause: Exception | None = None) -> None:
+        self.failure, self.cause = failure, cause
+        self.changed.set()
+
+    async def next_position(self) -> int:
+        await self.changed.wait()
+        self.changed.clear()
+        if self.failure is not None:
+            raise ServiceUnavailable(self.failure) from self.cause
+        return self.position
+
+
+class _Permit:
+    """A granted ticket; its lease is renewed every third of its TTL until :meth:`stop`."""
+
+    def __init__(self, scripts: SemaphoreScripts, ticket: str, lease_ttl: float) -> None:
+        self.lost = asyncio.Event()
+        self._stopping = False
+        self._renewal = asyncio.create_task(self._renew(scripts, ticket, lease_ttl))
+
+    async def _renew(self, scripts: SemaphoreScripts, ticket: str, lease_ttl: float) -> None:
+        loop = asyncio.get_running_loop()
+        expires = loop.time() + lease_ttl
+        while not self._stopping:
+            await asyncio.sleep(lease_ttl / 3)
+            sent = loop.time()
+            try:
+                async with asyncio.timeout_at(expires):
+                    renewed = await scripts.renew(ticket)
+            except (RedisError, TimeoutError) as exc:
+                logger.warning("could not renew admission lease %s: %r", ticket, exc)
+                if loop.time() < expires:
+                    continue
+                renewed = False
+            if not renewed:
+                logger.warning("admission lease %s was lost", ticket)
+                self.lost.set()
+                return
+            expires = sent + lease_ttl
+
+    async def stop(self) -> None:
+        self._stopping = True  # in case the cancellation is swallowed, see RedisSemaphore.aclose
+        self._renewal.cancel()
+        await asyncio.wait([self._renewal])
+
+
+def _ignore(position: int) -> None:
+    pass
+
+
+async def _to_completion(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run ``cleanup`` to its end even if the caller is cancelled meanwhile; the cancellation is
+    raised once it is done, so a cancelled request leaves nothing behind."""
+    task = asyncio.ensure_future(cleanup)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()

@@ -1,0 +1,124 @@
+"""RedisSemaphore shared by OS processes on one real Redis: capacity, order, crashed instances."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from chatstream.admission.base import Load
+from chatstream.admission.semaphore import RECHECK_INTERVAL, WAITER_TTL, RedisSemaphore
+
+WORKER = Path(__file__).with_name("semaphore_worker.py")
+ORDER_KEY = "test:semaphore:order"
+SAMPLES_KEY = "test:semaphore:samples"
+
+Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]
+
+
+@pytest.fixture
+async def spawn(redis_url: str) -> AsyncIterator[Spawn]:
+    processes: list[asyncio.subprocess.Process] = []
+
+    async def start(mode: str, *options: str) -> asyncio.subprocess.Process:
+        command = [sys.executable, str(WORKER), redis_url, mode, *options]
+        process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+async def line(process: asyncio.subprocess.Process) -> str:
+    assert process.stdout is not None
+    return (await asyncio.wait_for(process.stdout.readline(), 30)).decode().strip()
+
+
+def kill(process: asyncio.subprocess.Process) -> float:
+    """``kill -9``; returns when, on the event loop's clock."""
+    process.send_signal(signal.SIGKILL)
+    return asyncio.get_running_loop().time()
+
+
+async def test_processes_never_exceed_capacity(real_redis: Redis, spawn: Spawn) -> None:
+    options = ("--capacity", "3", "--local-slots", "2", "--tasks", "3", "--iterations", "15")
+    workers = [await spawn("hammer", *options) for _ in range(4)]
+    for worker in workers:
+        assert await worker.wait() == 0
+    samples = [int(sample) for sample in await real_redis.lrange(SAMPLES_KEY, 0, -1)]
+    assert len(samples) == 4 * 3 * 15
+    assert max(samples) <= 3
+    semaphore = RedisSemaphore(real_redis, capacity=3)
+    assert await semaphore.load() == Load(0, 0, 3, 64)
+
+
+async def test_grants_across_processes_follow_ticket_order(real_redis: Redis, spawn: Spawn) -> None:
+    semaphore = RedisSemaphore(real_redis, capacity=1)
+    ids = ["a", "b", "c", "d"]
+    async with semaphore.acquire():
+        workers = []
+        for position, worker_id in enumerate(ids, 1):
+            workers.append(await spawn("queue", "--id", worker_id))
+            assert await line(workers[-1]) == f"position {position}"
+    for worker in workers:
+        assert await worker.wait() == 0
+    assert await real_redis.lrange(ORDER_KEY, 0, -1) == [worker_id.encode() for worker_id in ids]
+    await semaphore.aclose()
+
+
+async def test_a_killed_holders_permit_is_granted_within_its_lease(
+    real_redis: Redis, spawn: Spawn
+) -> None:
+    lease_ttl = 1.5
+    holder = await spawn("hold", "--lease-ttl", str(lease_ttl))
+    assert await line(holder) == "granted"
+    semaphore = RedisSemaphore(real_redis, capacity=1, lease_ttl=lease_ttl)
+    queued = asyncio.Event()
+
+    async def wait_for_permit() -> float:
+        async with semaphore.acquire(on_position=lambda position: queued.set()):
+            return asyncio.get_running_loop().time()
+
+    waiter = asyncio.create_task(wait_for_permit())
+    await queued.wait()
+    killed = kill(holder)
+    granted = await waiter
+    assert granted - killed <= lease_ttl + lease_ttl / 3
+    await semaphore.aclose()
+
+
+async def test_a_killed_waiter_leaves_the_queue(real_redis: Redis, spawn: Spawn) -> None:
+    semaphore = RedisSemaphore(real_redis, capacity=1)
+    positions: list[int] = []
+    reached: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
+
+    def report(position: int) -> None:
+        positions.append(position)
+        reached[position].set()
+
+    async def wait_for_permit() -> None:
+        async with semaphore.acquire(on_position=report):
+            pass
+
+    async with semaphore.acquire():
+        doomed = await spawn("queue", "--id", "doomed")
+        assert await line(doomed) == "position 1"
+        waiter = asyncio.create_task(wait_for_permit())
+        await reached[2].wait()
+        killed = kill(doomed)
+        await reached[1].wait()
+        assert asyncio.get_running_loop().time() - killed <= WAITER_TTL + RECHECK_INTERVAL
+    await waiter
+    assert positions == [2, 1, 0]
+    assert await semaphore.load() == Load(0, 0, 1, 64)
+    await semaphore.aclose()
