@@ -252,7 +252,7 @@ def test_markup_is_shown_as_text(page: Page) -> None:
 
 
 def test_a_second_session_sees_its_queue_position(
-    browser: Browser, context: BrowserContext, page: Page, server: str
+    browser: Browser, page: Page, server: str
 ) -> None:
     send(page, " ".join(f"word{i}" for i in range(30)))
     partial_reply(page)
