@@ -11,6 +11,7 @@ from chatstream.engines.base import GenerationParams, GenerationRequest
 from chatstream.engines.hf import TransformersEngine
 from chatstream.model import (
     BUNDLED_MODEL_NAME,
+    CHATML_TEMPLATE,
     ModelNotFoundError,
     bundled_gguf_path,
     default_cache_dir,
@@ -20,7 +21,7 @@ from chatstream.model import (
 )
 
 from .engines.streams import collect
-from .tiny_model import CHATML, tiny_llama, tiny_tokenizer
+from .tiny_model import tiny_llama, tiny_tokenizer
 
 
 def quantized_looking_model() -> LlamaForCausalLM:
@@ -50,7 +51,7 @@ def test_the_cache_round_trips_the_model_and_tokenizer(tmp_path: Path) -> None:
     assert_same_weights(model, original)
     assert model.dtype == torch.float32
     assert model.name_or_path == BUNDLED_MODEL_NAME
-    assert tokenizer.chat_template == CHATML
+    assert tokenizer.chat_template == CHATML_TEMPLATE
     assert tokenizer.encode("é<|im_end|>", add_special_tokens=False) == [195, 169, 257]
 
 

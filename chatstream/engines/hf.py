@@ -1,0 +1,252 @@
+"""The transformers engine: a Hugging Face causal LM generating in worker threads.
+
+Each generation runs ``model.generate`` in a thread pool of ``slots`` workers, so the event
+loop never waits on a forward pass. Tokens come back through ``loop.call_soon_threadsafe`` into
+an ``asyncio.Queue`` (no polling); a stopping criterion watching a ``threading.Event`` ends the
+worker within one decoding step once the consumer goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import cast
+
+import torch
+from transformers import (
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+from transformers.generation.streamers import BaseStreamer
+from transformers.generation.utils import GenerationMixin
+
+from ..rendering import ChatTemplateRenderer
+from .base import (
+    FinishReason,
+    GenerationDone,
+    GenerationEvent,
+    GenerationParams,
+    GenerationRequest,
+    PromptRenderer,
+    TextDelta,
+)
+from .detokenize import IncrementalDetokenizer
+from .stopping import StopStringFilter
+
+
+class TransformersEngine:
+    """Streams replies of a Hugging Face causal LM (``AutoModelForCausalLM``).
+
+    ``renderer`` defaults to the tokenizer's chat template. The model's end-of-turn strings
+    (the renderer's ``stop_strings``, when it has them) end a reply like the eos token does.
+    A generation ends with finish ``"stop"`` (eos or a stop string), ``"length"``
+    (``max_new_tokens``) or ``"cancelled"`` (the engine was closed). An exception raised by the
+    model is re-raised to the consumer of the stream.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        renderer: PromptRenderer | None = None,
+        slots: int = 1,
+        model_name: str | None = None,
+    ) -> None:
+        if slots < 1:
+            raise ValueError("slots must be >= 1")
+        self._model = model
+        self._tokenizer = tokenizer
+        self._renderer = renderer if renderer is not None else ChatTemplateRenderer(tokenizer)
+        self._stop_strings: tuple[str, ...] = tuple(getattr(self._renderer, "stop_strings", ()))
+        self._end_token_ids = _end_token_ids(model, tokenizer, self._stop_strings)
+        self._slots = slots
+        self._model_name = model_name or model.name_or_path or type(model).__name__
+        self._executor = ThreadPoolExecutor(slots, thread_name_prefix="chatstream-generate")
+        self._jobs: set[_Job] = set()
+        self._closed = False
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    @property
+    def renderer(self) -> PromptRenderer:
+        return self._renderer
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return self._stop_strings
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
+        if self._closed:
+            raise RuntimeError("the engine is closed")
+        job = _Job(request.prompt, request.params, self._executor, self._run)
+        self._jobs.add(job)
+        detokenizer = IncrementalDetokenizer(self._tokenizer)
+        stops = StopStringFilter((*request.params.stop, *self._stop_strings))
+        generated = 0
+        last_id = None
+        try:
+            while (ids := await job.receive()) is not None:
+                generated += len(ids)
+                last_id = ids[-1]
+                if text := stops.push(detokenizer.push(ids)):
+                    yield TextDelta(text)
+                if stops.stopped:
+                    break
+        finally:
+            await job.stop()
+            self._jobs.discard(job)
+        if tail := stops.flush():
+            yield TextDelta(tail)
+        finish: FinishReason
+        if stops.stopped or last_id in self._end_token_ids:
+            finish = "stop"
+        elif self._closed:
+            finish = "cancelled"
+        else:
+            finish = "length"
+        yield GenerationDone(finish, job.prompt_tokens, generated)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for job in self._jobs:
+            job.cancelled.set()
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+    def _run(self, job: _Job) -> None:
+        inputs = self._tokenizer(job.prompt, add_special_tokens=False, return_tensors="pt")
+        job.prompt_tokens = int(inputs["input_ids"].shape[1])
+        if job.cancelled.is_set():
+            return
+        with torch.inference_mode():
+            cast(GenerationMixin, self._model).generate(
+                **inputs.to(self._model.device),
+                generation_config=self._generation_config(job.params),
+                streamer=_JobStreamer(job),
+                stopping_criteria=StoppingCriteriaList([_CancelledCriteria(job.cancelled)]),
+            )
+
+    def _generation_config(self, params: GenerationParams) -> GenerationConfig:
+        config = copy.deepcopy(self._model.generation_config)
+        sampling = params.temperature > 0
+        config.max_new_tokens = params.max_new_tokens
+        config.do_sample = sampling
+        config.temperature = params.temperature if sampling else None
+        config.top_p = params.top_p if sampling else None
+        config.top_k = params.top_k if sampling else None
+        config.repetition_penalty = params.repetition_penalty
+        config.eos_token_id = list(self._end_token_ids)
+        config.pad_token_id = _pad_token_id(config, self._tokenizer, self._end_token_ids)
+        return config
+
+
+class _Job:
+    """One generation, shared by the consuming task and the worker thread running it."""
+
+    def __init__(
+        self,
+        prompt: str,
+        params: GenerationParams,
+        executor: ThreadPoolExecutor,
+        run: Callable[[_Job], None],
+    ) -> None:
+        self.prompt = prompt
+        self.params = params
+        self.prompt_tokens = 0
+        self.cancelled = threading.Event()
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[list[int] | None] = asyncio.Queue()
+        self._worker_done = False
+        self._future = executor.submit(run, self)
+        # Runs when the worker returns or raises, and when the executor drops the job unstarted.
+        self._future.add_done_callback(lambda _: self.post(None))
+
+    def post(self, message: list[int] | None) -> None:
+        """Hand new token ids (``None``: the worker is done) to the event loop; any thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self.cancelled.set()
+
+    async def receive(self) -> list[int] | None:
+        """The next token ids, or ``None`` once the worker is done; re-raises its exception."""
+        message = await self._next()
+        if message is None and not self._future.cancelled():
+            error = self._future.exception()
+            if error is not None:
+                raise error
+        return message
+
+    async def stop(self) -> None:
+        """Stop the worker within one decoding step, and wait until it has stopped."""
+        self.cancelled.set()
+        self._future.cancel()
+        while await self._next() is not None:
+            pass
+
+    async def _next(self) -> list[int] | None:
+        if self._worker_done:
+            return None
+        message = await self._queue.get()
+        self._worker_done = message is None
+        return message
+
+
+class _JobStreamer(BaseStreamer):
+    """Posts each decoding step's token ids to the job (``generate`` puts the prompt first)."""
+
+    def __init__(self, job: _Job) -> None:
+        self._job = job
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if self._prompt_seen:
+            self._job.post(value.reshape(-1).tolist())
+        self._prompt_seen = True
+
+    def end(self) -> None:
+        """The job's end is posted when the worker returns, error or not."""
+
+
+class _CancelledCriteria(StoppingCriteria):
+    def __init__(self, cancelled: threading.Event) -> None:
+        self._cancelled = cancelled
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None, **kwargs: object
+    ) -> torch.BoolTensor:
+        stop = self._cancelled.is_set()
+        flags = torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, flags)
+
+
+def _end_token_ids(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stop_strings: tuple[str, ...]
+) -> tuple[int, ...]:
+    """The model's eos ids plus the stop strings that are single tokens (``<|im_end|>``)."""
+    configured = model.generation_config.eos_token_id
+    ids = [configured] if isinstance(configured, int) else list(configured or ())
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[s] for s in stop_strings if s in vocab]
+    return tuple(dict.fromkeys(ids))
+
+
+def _pad_token_id(
+    config: GenerationConfig, tokenizer: PreTrainedTokenizerBase, end_ids: tuple[int, ...]
+) -> int | None:
+    for candidate in (config.pad_token_id, tokenizer.pad_token_id, *end_ids):
+        if isinstance(candidate, int):
+            return candidate
+    return None
