@@ -85,4 +85,5 @@ def build_chat_stream(settings: Settings, redis: Redis) -> ChatStream:
         max_queue=settings.max_queue,
         queue_timeout=settings.queue_timeout,
         lease_ttl=settings.lease_ttl,
+        api_keys=settings.api_key_list,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -35,7 +35,8 @@ class ChatStream:
     Give it a transformers ``model`` and ``tokenizer``, or any :class:`Engine`. Sampling
     defaults apply to every turn unless the session set its own (``/set_generation_params``).
     Admission (the cluster-wide limit and fair queue) lives in the Redis that the session
-    store uses, unless ``redis`` or ``admission`` is given.
+    store uses, unless ``redis`` or ``admission`` is given. ``api_keys``, when given, are the
+    Bearer tokens the OpenAI-compatible routes (``/v1/...``) require.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class ChatStream:
         queue_timeout: float = 60.0,
         lease_ttl: float = 15.0,
         on_feedback: FeedbackHook | None = None,
+        api_keys: Sequence[str] = (),
     ) -> None:
         if engine is None:
             if model is None or tokenizer is None:
@@ -92,6 +94,9 @@ class ChatStream:
         self.queue_timeout = queue_timeout
         self.lease_ttl = lease_ttl
         self.on_feedback = on_feedback
+        if any(not key for key in api_keys):
+            raise ValueError("an API key must not be empty")
+        self.api_keys = tuple(api_keys)
         self.metrics = Metrics()
         self._admission = admission
         self._redis = redis
@@ -135,19 +140,9 @@ class ChatStream:
             else:
                 assert body.user_input is not None
                 history.add_user_message(body.user_input)
-            settings = self.generation_settings(session)
-            history.bind(
-                self.engine.renderer,
-                context_len=self.context_len,
-                max_new_tokens=settings.max_new_tokens,
-            )
             message_id = uuid.uuid4().hex
-            messages = history.fitted_messages()
-            generation = GenerationRequest(
-                prompt=self.engine.renderer.render(messages, add_generation_prompt=True),
-                params=replace(settings.to_params(), stop=self.stop),
-                messages=messages,
-                request_id=message_id,
+            generation = self.generation_request(
+                history, self.generation_settings(session), request_id=message_id
             )
         except ChatStreamError as exc:
             # The body parsed, so the callback hears of the refusal, after the response.
@@ -163,7 +158,31 @@ class ChatStream:
             admission=self.admission_for(session),
             lease_ttl=self.lease_ttl,
             metrics=self.metrics,
-            writer_class=writer,
+            writer=functools.partial(writer, message_id=message_id),
+        )
+
+    def generation_request(
+        self,
+        history: ChatPrompt,
+        settings: GenerationSettings,
+        *,
+        request_id: str,
+        stop: Sequence[str] = (),
+    ) -> GenerationRequest:
+        """Ask for the next reply of ``history``: its oldest turns dropped to fit the context
+        (413 when even the last turn does not), rendered, with this chat's stop strings and
+        ``stop`` added."""
+        history.bind(
+            self.engine.renderer,
+            context_len=self.context_len,
+            max_new_tokens=settings.max_new_tokens,
+        )
+        messages = history.fitted_messages()
+        return GenerationRequest(
+            prompt=self.engine.renderer.render(messages, add_generation_prompt=True),
+            params=replace(settings.to_params(), stop=(*self.stop, *stop)),
+            messages=messages,
+            request_id=request_id,
         )
 
     # -- session state -------------------------------------------------------------------------
@@ -186,12 +205,13 @@ class ChatStream:
             return self.defaults.merged(stored)
         return self.defaults
 
-    def admission_for(self, session: Session) -> Admission:
-        """The admission semaphore, created on first use in the session store's Redis."""
+    def admission_for(self, session: Session | None) -> Admission:
+        """The admission semaphore, created on first use in the Redis given to this ChatStream,
+        else the session store's (the embedded store when there is neither)."""
         if self._admission is None:
             from .admission.semaphore import RedisSemaphore
 
-            redis = self._redis or getattr(session.store, "redis", None)
+            redis = self._redis or getattr(getattr(session, "store", None), "redis", None)
             if redis is None:
                 from sessions.embedded import embedded_redis
 

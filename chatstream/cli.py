@@ -25,6 +25,8 @@ HELP = {
     "queue_timeout": "seconds a request may wait before 503 queue_timeout",
     "lease_ttl": "seconds a crashed instance keeps its permits and session leases",
     "max_new_tokens": "default reply length cap, in tokens",
+    "api_keys": "Bearer tokens the OpenAI-compatible /v1 routes require, comma-separated; "
+    "unset = open",
 }
 
 

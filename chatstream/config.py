@@ -31,6 +31,7 @@ class Settings:
     queue_timeout: float = field(default=60.0, metadata={"env": "CHATSTREAM_QUEUE_TIMEOUT"})
     lease_ttl: float = field(default=15.0, metadata={"env": "CHATSTREAM_LEASE_TTL"})
     max_new_tokens: int = field(default=256, metadata={"env": "CHATSTREAM_MAX_NEW_TOKENS"})
+    api_keys: str | None = field(default=None, metadata={"env": "CHATSTREAM_API_KEYS"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -45,11 +46,21 @@ class Settings:
     @property
     def secret_keys(self) -> list[str]:
         """Cookie signing keys, newest first."""
-        return [key.strip() for key in (self.secret_key or "").split(",") if key.strip()]
+        return _comma_list(self.secret_key)
+
+    @property
+    def api_key_list(self) -> list[str]:
+        """Bearer tokens the ``/v1`` routes accept; none = the routes are open."""
+        return _comma_list(self.api_keys)
 
     @property
     def is_mock(self) -> bool:
         return self.model == "mock"
+
+
+def _comma_list(value: str | None) -> list[str]:
+    """The non-empty items of a comma-separated setting, stripped."""
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
 
 
 def env_name(name: str) -> str:

@@ -10,7 +10,8 @@
     ├── NothingToRegenerate             409 nothing_to_regenerate
     ├── QueueFull                       429 queue_full (Retry-After)
     ├── QueueTimeout                    503 queue_timeout (Retry-After)
-    └── ServiceUnavailable              503 store_unavailable (Retry-After)
+    ├── ServiceUnavailable              503 store_unavailable (Retry-After)
+    └── GenerationFailed                500 generation_failed (the reply could not be completed)
 
 Errors from lower layers (redis-py, the session store) are translated at the boundary with
 ``raise ... from exc``.
@@ -65,6 +66,11 @@ class Unauthorized(ChatStreamError):
     status = 401
     code = "unauthorized"
 
+    def to_response(self) -> JSONResponse:
+        response = super().to_response()
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
 
 class SessionBusy(ChatStreamError):
     status = 409
@@ -92,6 +98,11 @@ class ServiceUnavailable(ChatStreamError):
     status = 503
     code = "store_unavailable"
     retry_after = 1
+
+
+class GenerationFailed(ChatStreamError):
+    status = 500
+    code = "generation_failed"
 
 
 def error_response(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -13,16 +13,21 @@ from .errors import InvalidRequest
 
 SESSION_PARAMS_KEY = "generation_params"
 
+# The valid ranges, shared with the OpenAI-compatible API's request body.
+Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
+TopP = Annotated[float, Field(gt=0.0, le=1.0)]
+MaxNewTokens = Annotated[int, Field(ge=1, le=8192)]
+
 
 class GenerationSettings(BaseModel):
     """``temperature`` 0 means greedy decoding; ``top_k`` 0 turns top-k filtering off."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    temperature: Temperature = 0.7
+    top_p: TopP = 0.9
     top_k: int = Field(50, ge=0, le=1000)
-    max_new_tokens: int = Field(256, ge=1, le=8192)
+    max_new_tokens: MaxNewTokens = 256
     repetition_penalty: float = Field(1.0, ge=1.0, le=2.0)
 
     @classmethod

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from sessions import Session, StoreUnavailable
 
+from . import web
 from .body import parse_json, read_body
 from .errors import ChatStreamError, NotFound, ServiceUnavailable
 from .feedback import FEEDBACK_KEY, validate_feedback
@@ -133,6 +134,8 @@ async def readyz(chat_stream: ChatStream, request: Request) -> Response:
 
 
 def build_router(chat_stream: ChatStream) -> APIRouter:
+    from .openai_api import chat_completions, list_models  # it uses json_errors from here
+
     router = APIRouter()
 
     def bind(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
@@ -146,6 +149,9 @@ def build_router(chat_stream: ChatStream) -> APIRouter:
         return await chat_stream.handle_chat_stream_request(request)
 
     routes: list[tuple[str, Callable[[Request], Awaitable[Any]], str, str]] = [
+        ("/", web.index, "GET", "The web chat page"),
+        ("/static/app.js", web.script, "GET", "The web chat page's script"),
+        ("/static/style.css", web.stylesheet, "GET", "The web chat page's style sheet"),
         ("/chat_stream", chat_stream_route, "POST", "Stream the next assistant reply"),
         ("/get_prompt", bind(get_prompt), "GET", "The conversation and its prompt"),
         ("/clear_context", bind(clear_context), "POST", "Start the conversation over"),
@@ -156,6 +162,8 @@ def build_router(chat_stream: ChatStream) -> APIRouter:
         ("/healthz", healthz, "GET", "Liveness"),
         ("/readyz", bind(readyz), "GET", "Readiness"),
         ("/metrics", bind(metrics), "GET", "Prometheus metrics"),
+        ("/v1/chat/completions", bind(chat_completions), "POST", "OpenAI-compatible chat"),
+        ("/v1/models", bind(list_models), "GET", "OpenAI-compatible model list"),
     ]
     for path, endpoint, method, summary in routes:
         router.add_api_route(path, endpoint, methods=[method], summary=summary)

@@ -7,7 +7,7 @@ refused before anything was sent still gets a proper status code and JSON error.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.types import Send
 
@@ -16,6 +16,28 @@ from .errors import ChatStreamError
 
 class ClientGone(Exception):
     """Sending failed: the client has closed the connection."""
+
+
+class StreamWriter(Protocol):
+    """What a generation stream writes through, in this order: ``queued``/``keep_alive`` while
+    waiting, ``start`` once generation starts, ``delta``s, then ``done`` or ``error``, and
+    ``end``. ``started`` tells whether the response's status line went out."""
+
+    started: bool
+
+    async def start(self) -> None: ...
+
+    async def queued(self, position: int) -> None: ...
+
+    async def keep_alive(self) -> None: ...
+
+    async def delta(self, text: str) -> None: ...
+
+    async def done(self, summary: dict[str, Any]) -> None: ...
+
+    async def error(self, error: ChatStreamError) -> None: ...
+
+    async def end(self) -> None: ...
 
 
 class TextStreamWriter:
