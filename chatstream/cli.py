@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
 from .config import ConfigError, Settings
+from .logs import configure_logging
 
 HELP = {
     "host": "interface to listen on",
@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{HELP[spec.name]} (env {env}; default {spec.default!r})",
         )
     serve.add_argument("--log-level", default="info", help="uvicorn and chatstream log level")
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per line, with message ids and timings as fields",
+    )
     return parser
 
 
@@ -57,9 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, value in vars(args).items()
         if name in Settings.__dataclass_fields__ and value is not None
     }
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         settings = Settings.from_env({**os.environ, **overrides})
         from .app import create_app
@@ -71,7 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     print(f"chatstream: serving on http://{settings.host}:{settings.port}/", file=sys.stderr)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    # log_config=None: uvicorn's loggers go through the handler configured above.
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level=args.log_level, log_config=None
+    )
     return 0
 
 

@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 from .admission.base import Admission
 from .engines.base import Engine, FinishReason, GenerationDone, GenerationRequest, TextDelta
 from .errors import ChatStreamError, GenerationFailed, error_response
+from .logs import log_stream
 from .metrics import Metrics
 from .outcome import Outcome
 from .streaming import ClientGone, StreamWriter
@@ -79,6 +80,7 @@ class GenerationStream(Response):
         self._interruption: Interruption | None = None
         self._interruptible = True
         self._arrived = time.perf_counter()
+        self._queue_wait = 0.0
         self.reply = Reply()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -94,6 +96,19 @@ class GenerationStream(Response):
         finally:
             watcher.cancel()
         self.metrics.outcomes.labels(outcome.value).inc()
+        log_stream(
+            logger,
+            {
+                "message_id": self.generation.request_id,
+                "route": scope.get("path", ""),
+                "outcome": outcome.value,
+                "finish_reason": self.reply.finish_reason,
+                "prompt_tokens": self.reply.prompt_tokens,
+                "completion_tokens": self.reply.completion_tokens,
+                "queue_wait_ms": round(self._queue_wait * 1000, 1),
+                "duration_ms": round((time.perf_counter() - self._arrived) * 1000, 1),
+            },
+        )
         await self.finished(outcome)
 
     # -- what a route adds -----------------------------------------------------------------------
@@ -163,12 +178,14 @@ class GenerationStream(Response):
             held = await self.hold(stack)
             reporter = QueueReporter(writer)
             self.metrics.generations_waiting.inc()
+            queued_at = time.perf_counter()
             try:
-                with self.metrics.queue_wait.time():
-                    permit = await stack.enter_async_context(
-                        self.admission.acquire(on_position=reporter.update)
-                    )
+                permit = await stack.enter_async_context(
+                    self.admission.acquire(on_position=reporter.update)
+                )
             finally:
+                self._queue_wait = time.perf_counter() - queued_at
+                self.metrics.queue_wait.observe(self._queue_wait)
                 self.metrics.generations_waiting.dec()
                 await reporter.stop()
             for lost in (*held, permit.lost):

@@ -65,3 +65,26 @@ def test_cli_refuses_redis_without_a_key(
     code = main(["serve", "--model", "mock", "--redis-url", "redis://127.0.0.1:6379/15"])
     assert code == 2
     assert "CHATSTREAM_SECRET_KEY" in capsys.readouterr().err
+
+
+@pytest.mark.model
+async def test_the_bundled_model_answers_and_remembers() -> None:
+    app = create_app(Settings(secret_key="k", max_new_tokens=48))
+    async with client_for(app) as client:
+        await client.post("/set_generation_params", json={"temperature": 0})
+        first = await client.post(
+            "/chat_stream", json={"user_input": "What is the capital of France?"}
+        )
+        assert first.status_code == 200
+        assert "Paris" in first.text
+        second = await client.post(
+            "/chat_stream", json={"user_input": "What river flows through it?"}
+        )
+        assert second.status_code == 200
+        prompt = (await client.get("/get_prompt")).json()
+        assert [m["content"] for m in prompt["messages"]][:2] == [
+            "What is the capital of France?",
+            first.text,
+        ]
+        assert "What is the capital of France?" in prompt["prompt"]
+        assert "<|im_start|>assistant" in prompt["prompt"]
