@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
 from .errors import InputTooLong, InvalidJSON, InvalidRequest
+
+Body = TypeVar("Body", bound=BaseModel)
 
 
 class ChatStreamBody(BaseModel):
@@ -37,19 +40,33 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_json(body: bytes) -> object:
+    """The body's JSON value; 400 for anything that is not JSON text (RFC 8259).
+
+    Beyond syntax errors, that refuses what Python's json reads but nothing can store or send
+    on: ``NaN``/``Infinity`` and numbers that overflow to them (``1e400``), lone surrogates such
+    as ``"\\ud800"`` (not UTF-8), integers over Python's digit limit and nesting beyond its
+    recursion limit.
+    """
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        data = json.loads(body)
+        json.dumps(data, ensure_ascii=False, allow_nan=False).encode()
+    except (ValueError, RecursionError) as exc:  # UnicodeError and JSONDecodeError included
         raise InvalidJSON(f"the request body is not valid JSON: {exc}") from None
+    return data
 
 
-def validate_chat_body(data: object, *, max_input_chars: int) -> ChatStreamBody:
+def validate_object(model: type[Body], data: object) -> Body:
+    """``data`` (parsed JSON) as ``model``; anything else is 422 ``invalid_request``."""
     if not isinstance(data, dict):
         raise InvalidRequest("the request body must be a JSON object")
     try:
-        parsed = ChatStreamBody.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidRequest(describe_validation_error(exc)) from None
+
+
+def validate_chat_body(data: object, *, max_input_chars: int) -> ChatStreamBody:
+    parsed = validate_object(ChatStreamBody, data)
     if not parsed.regenerate:
         if parsed.user_input is None or not parsed.user_input.strip():
             raise InvalidRequest("user_input must be a non-empty string")

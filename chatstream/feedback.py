@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .body import describe_validation_error
-from .errors import InvalidRequest
+from sessions import SerializationError, dumps, loads
+
+from .body import validate_object
 
 FEEDBACK_KEY = "feedback"
 
@@ -25,11 +26,20 @@ class FeedbackBody(BaseModel):
     is_like: bool
     form_data: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("form_data")
+    @classmethod
+    def _storable(cls, form_data: dict[str, Any]) -> dict[str, Any]:
+        """It is stored in the session as sent, so it must read back as the same plain JSON: a
+        dict with exactly the keys ``__type__`` and ``data`` is the serializer's (it would read
+        back as a registered type, or not at all and break the session's later requests)."""
+        try:
+            stored = loads(dumps(form_data))
+        except SerializationError:
+            stored = None
+        if stored != form_data:
+            raise ValueError('a dict with exactly the keys "__type__" and "data" is reserved')
+        return form_data
+
 
 def validate_feedback(data: object) -> FeedbackBody:
-    if not isinstance(data, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    try:
-        return FeedbackBody.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidRequest(describe_validation_error(exc)) from None
+    return validate_object(FeedbackBody, data)

@@ -24,13 +24,13 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Send
 
-from .body import describe_validation_error, parse_json, read_body
-from .errors import ChatStreamError, InvalidRequest, Unauthorized
+from .body import parse_json, read_body, validate_object
+from .errors import ChatStreamError, Unauthorized
 from .generation import GenerationStream, WriterFactory
 from .params import GenerationSettings, MaxNewTokens, Temperature, TopP
 from .prompt import ChatPrompt, Message
@@ -107,12 +107,7 @@ class CompletionBody(_Strict):
 
 
 def validate_completion_body(data: object) -> CompletionBody:
-    if not isinstance(data, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    try:
-        return CompletionBody.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidRequest(describe_validation_error(exc)) from None
+    return validate_object(CompletionBody, data)
 
 
 def check_api_key(chat_stream: ChatStream, request: Request) -> None:

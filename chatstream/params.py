@@ -7,9 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .body import describe_validation_error
+from .body import validate_object
 from .engines.base import GenerationParams
-from .errors import InvalidRequest
 
 SESSION_PARAMS_KEY = "generation_params"
 
@@ -33,13 +32,7 @@ class GenerationSettings(BaseModel):
     @classmethod
     def validate_changes(cls, data: object) -> dict[str, Any]:
         """The fields a client asked to change, checked against their ranges (422 if not)."""
-        if not isinstance(data, dict):
-            raise InvalidRequest("the request body must be a JSON object")
-        try:
-            checked = _StrictSettings.model_validate(data)
-        except ValidationError as exc:
-            raise InvalidRequest(describe_validation_error(exc)) from None
-        return checked.model_dump(exclude_unset=True)
+        return validate_object(_StrictSettings, data).model_dump(exclude_unset=True)
 
     def merged(self, changes: Mapping[str, Any]) -> GenerationSettings:
         """These settings with ``changes`` applied; invalid stored changes are ignored."""
