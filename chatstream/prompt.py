@@ -204,4 +204,5 @@ class ChatPrompt:
         return f"ChatPrompt(system_prompt={self.system_prompt!r}, messages={len(self.messages)})"
 
 
-register_type(ChatPrompt, "chatstream.ChatPrompt")
+# One store field per message: a turn writes its two messages, whatever the history's length.
+register_type(ChatPrompt, "chatstream.ChatPrompt", segmented="messages")

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from sessions.serializer import dumps, loads
+from sessions.serializer import SEGMENT_SEPARATOR, dump_fields, load_fields
 from sessions.stores.base import SessionStore
 
 
@@ -18,30 +18,36 @@ def new_session_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Encoded:
-    text: str
+    fields: dict[str, str]
 
 
 class SessionData(MutableMapping[str, Any]):
     """The session's values, each decoded from JSON on first access.
 
-    ``stored`` is the JSON the store holds for each key; comparing it with the current values
-    re-encoded finds every change, in-place mutations included. Values never read are never
-    decoded nor re-encoded.
+    ``stored`` is the JSON the store holds, field by field (a key's value is one field, or
+    several for a segmented type); comparing it with the current values re-encoded finds every
+    change, in-place mutations included. Values never read are never decoded nor re-encoded.
     """
 
     def __init__(self, stored: Mapping[str, str]) -> None:
         self.stored = dict(stored)
-        self._items: dict[str, Any] = {key: _Encoded(text) for key, text in stored.items()}
+        groups: dict[str, dict[str, str]] = {}
+        for field, text in stored.items():
+            groups.setdefault(field.split(SEGMENT_SEPARATOR, 1)[0], {})[field] = text
+        # Segments without their head are leftovers: dropped here, deleted by the next save.
+        self._items: dict[str, Any] = {
+            key: _Encoded(fields) for key, fields in groups.items() if key in fields
+        }
 
     def __getitem__(self, key: str) -> Any:
         value = self._items[key]
         if isinstance(value, _Encoded):
-            value = self._items[key] = loads(value.text)
+            value = self._items[key] = load_fields(key, value.fields)
         return value
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if not isinstance(key, str):
-            raise TypeError(f"session keys are strings, not {type(key).__qualname__}")
+        if not isinstance(key, str) or SEGMENT_SEPARATOR in key:
+            raise TypeError(f"session keys are strings without {SEGMENT_SEPARATOR!r}: {key!r}")
         self._items[key] = value
 
     def __delitem__(self, key: str) -> None:
@@ -60,11 +66,11 @@ class SessionData(MutableMapping[str, Any]):
         self._items.clear()
 
     def encoded(self) -> dict[str, str]:
-        """Every current value as the JSON the store would hold."""
-        return {
-            key: value.text if isinstance(value, _Encoded) else dumps(value)
-            for key, value in self._items.items()
-        }
+        """Every current value as the fields of JSON the store would hold."""
+        fields: dict[str, str] = {}
+        for key, value in self._items.items():
+            fields.update(value.fields if isinstance(value, _Encoded) else dump_fields(key, value))
+        return fields
 
 
 class Session:

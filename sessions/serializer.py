@@ -3,11 +3,17 @@
 A registered object is written as ``{"__type__": name, "data": obj.to_dict()}`` and read back
 with ``cls.from_dict(data)``. A plain dict whose keys are exactly ``__type__`` and ``data`` is
 therefore reserved. ``dumps`` is deterministic, so comparing its output detects changes.
+
+A type registered with ``segmented="items"`` is stored as several fields when it is a session
+value: a head field under the session key, and one field per element of its ``items`` list
+(``key<US>0``, ``key<US>1``, … with US = ``\x1f``). Appending to a long list then writes one
+small field, not the whole value again.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Protocol, Self, TypeVar
 
 from sessions.errors import SerializationError
@@ -24,15 +30,21 @@ T = TypeVar("T", bound=Serializable)
 
 _TYPE_KEY = "__type__"
 _DATA_KEY = "data"
+_SEGMENTS_KEY = "__segments__"
+SEGMENT_SEPARATOR = "\x1f"
 _types_by_name: dict[str, type[Serializable]] = {}
 _names_by_type: dict[type[Serializable], str] = {}
+_segmented_by_type: dict[type[Serializable], str] = {}
 
 
-def register_type(cls: type[T], name: str | None = None) -> type[T]:
+def register_type(
+    cls: type[T], name: str | None = None, *, segmented: str | None = None
+) -> type[T]:
     """Allow instances of ``cls`` in sessions, stored under ``name`` (default: the class name).
 
     Usable as a class decorator. The name is what gets stored, so keep it stable across
     refactors; registering a different class under a taken name raises ``ValueError``.
+    ``segmented`` names a list in ``to_dict()`` whose elements are stored one field each.
     """
     name = name or cls.__name__
     registered = _types_by_name.get(name)
@@ -40,6 +52,8 @@ def register_type(cls: type[T], name: str | None = None) -> type[T]:
         raise ValueError(f"session type name {name!r} is already registered to {registered!r}")
     _types_by_name[name] = cls
     _names_by_type[cls] = name
+    if segmented is not None:
+        _segmented_by_type[cls] = segmented
     return cls
 
 
@@ -80,3 +94,40 @@ def loads(text: str) -> Any:
         return json.loads(text, object_hook=_decode)
     except ValueError as exc:
         raise SerializationError(f"stored session value is not valid JSON: {exc}") from exc
+
+
+def dump_fields(key: str, value: Any) -> dict[str, str]:
+    """The store fields of the session value under ``key``: one, or a segmented type's head
+    and one field per element."""
+    attribute = _segmented_by_type.get(type(value))
+    if attribute is None:
+        return {key: dumps(value)}
+    data = value.to_dict()
+    items = data.pop(attribute, None)
+    if not isinstance(items, list):
+        raise SerializationError(f"{type(value).__qualname__}.{attribute} is not a list")
+    head = {
+        _TYPE_KEY: _names_by_type[type(value)],
+        _DATA_KEY: data,
+        _SEGMENTS_KEY: [attribute, len(items)],
+    }
+    fields = {key: dumps(head)}
+    fields.update({segment_field(key, index): dumps(item) for index, item in enumerate(items)})
+    return fields
+
+
+def load_fields(key: str, fields: Mapping[str, str]) -> Any:
+    """The value ``dump_fields(key, ...)`` wrote as ``fields``."""
+    head = loads(fields[key])
+    if not (isinstance(head, dict) and head.keys() == {_TYPE_KEY, _DATA_KEY, _SEGMENTS_KEY}):
+        return head
+    try:
+        attribute, count = head[_SEGMENTS_KEY]
+        items = [loads(fields[segment_field(key, index)]) for index in range(count)]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SerializationError(f"stored session value {key!r} is incomplete") from exc
+    return _decode({_TYPE_KEY: head[_TYPE_KEY], _DATA_KEY: {**head[_DATA_KEY], attribute: items}})
+
+
+def segment_field(key: str, index: int) -> str:
+    return f"{key}{SEGMENT_SEPARATOR}{index}"

@@ -4,7 +4,7 @@ import pytest
 
 from chatstream import ChatPrompt, Message
 from chatstream.errors import InputTooLong, NothingToRegenerate
-from sessions.serializer import dumps, loads
+from sessions.serializer import dump_fields, dumps, load_fields, loads
 
 from .scripted import WordRenderer
 
@@ -96,3 +96,16 @@ def test_set_reply_replaces_a_reply() -> None:
 def test_unbound_prompt_says_so() -> None:
     with pytest.raises(RuntimeError, match="bind"):
         ChatPrompt().create_prompt()
+
+
+def test_a_turn_changes_two_message_fields_whatever_the_history() -> None:
+    prompt = conversation(100)
+    before = dump_fields("chat_prompt", prompt)
+    prompt.add_user_message("one more")
+    prompt.set_reply(
+        "ok", message_id="m", finish_reason="stop", prompt_tokens=1, completion_tokens=1
+    )
+    after = dump_fields("chat_prompt", prompt)
+    changed = {name for name, text in after.items() if before.get(name) != text}
+    assert len(changed) == 3  # the head (message count) and the two new messages
+    assert load_fields("chat_prompt", after) == prompt
