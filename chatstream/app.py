@@ -12,6 +12,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from sessions import RedisSessionStore, SessionMiddleware
 from sessions.embedded import embedded_redis
@@ -63,7 +66,13 @@ def create_app(
 
 
 def connect_redis(url: str | None) -> Redis:
-    """A client for ``url`` with bounded timeouts, or the embedded in-process store."""
+    """A client for ``url`` with bounded timeouts, or the embedded in-process store.
+
+    A command that fails on a broken connection is sent once more, at once, on a new one: after
+    a Redis restart every pooled connection is dead, and without this the first command on
+    each would fail. While Redis is down the second try fails as fast as the first (connection
+    refused), and a timeout is never retried, so an outage still answers within one timeout.
+    """
     if url is None:
         return embedded_redis()
     client: Redis = Redis.from_url(
@@ -71,6 +80,7 @@ def connect_redis(url: str | None) -> Redis:
         socket_timeout=REDIS_TIMEOUT,
         socket_connect_timeout=REDIS_TIMEOUT,
         health_check_interval=15,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
     return client
 

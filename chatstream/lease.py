@@ -30,11 +30,15 @@ async def session_lease(session: Session, ttl: float) -> AsyncIterator[asyncio.E
         raise ServiceUnavailable(str(exc), retry_after=exc.retry_after) from exc
     if token is None:
         raise SessionBusy("this session is already generating a reply")
-    lost = asyncio.Event()
-    renewer = asyncio.create_task(_renew(session, token, ttl, lost))
+    lost, done = asyncio.Event(), asyncio.Event()
+    renewer = asyncio.create_task(_renew(session, token, ttl, lost, done))
     try:
         yield lost
     finally:
+        # The event ends the renewer even where the cancellation gets lost: on Python 3.11 a
+        # Redis call with a socket timeout (asyncio.wait_for) can swallow one, and the renewer
+        # would then renew the lease, and be awaited here, forever.
+        done.set()
         renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewer
@@ -44,11 +48,17 @@ async def session_lease(session: Session, ttl: float) -> AsyncIterator[asyncio.E
             logger.warning("could not release a session lease; it expires in %.0f s", ttl)
 
 
-async def _renew(session: Session, token: str, ttl: float, lost: asyncio.Event) -> None:
+async def _renew(
+    session: Session, token: str, ttl: float, lost: asyncio.Event, done: asyncio.Event
+) -> None:
     loop = asyncio.get_running_loop()
     renewed_at = loop.time()
     while True:
-        await asyncio.sleep(ttl / 3)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ttl / 3):
+                await done.wait()
+        if done.is_set():
+            return
         try:
             if not await session.renew_lock(LEASE_NAME, token, ttl):
                 break

@@ -9,15 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sessions import Session, StoreUnavailable
 
 from . import web
-from .body import parse_json, read_body
+from .body import ChatStreamBody, parse_json, read_body
 from .errors import ChatStreamError, NotFound, ServiceUnavailable
-from .feedback import FEEDBACK_KEY, validate_feedback
+from .feedback import FEEDBACK_KEY, FeedbackBody, validate_feedback
 from .lease import session_lease
 from .outcome import run_callback
 from .params import SESSION_PARAMS_KEY, GenerationSettings
@@ -134,7 +135,11 @@ async def readyz(chat_stream: ChatStream, request: Request) -> Response:
 
 
 def build_router(chat_stream: ChatStream) -> APIRouter:
-    from .openai_api import chat_completions, list_models  # it uses json_errors from here
+    from .openai_api import (  # it uses json_errors from here
+        CompletionBody,
+        chat_completions,
+        list_models,
+    )
 
     router = APIRouter()
 
@@ -148,6 +153,12 @@ def build_router(chat_stream: ChatStream) -> APIRouter:
     async def chat_stream_route(request: Request) -> Response:
         return await chat_stream.handle_chat_stream_request(request)
 
+    bodies: dict[str, type[BaseModel]] = {
+        "/chat_stream": ChatStreamBody,
+        "/set_generation_params": GenerationSettings,
+        "/set_feedback": FeedbackBody,
+        "/v1/chat/completions": CompletionBody,
+    }
     routes: list[tuple[str, Callable[[Request], Awaitable[Any]], str, str]] = [
         ("/", web.index, "GET", "The web chat page"),
         ("/static/app.js", web.script, "GET", "The web chat page's script"),
@@ -166,5 +177,26 @@ def build_router(chat_stream: ChatStream) -> APIRouter:
         ("/v1/models", bind(list_models), "GET", "OpenAI-compatible model list"),
     ]
     for path, endpoint, method, summary in routes:
-        router.add_api_route(path, endpoint, methods=[method], summary=summary)
+        body = bodies.get(path)
+        extra = None if body is None else request_body_schema(body)
+        router.add_api_route(path, endpoint, methods=[method], summary=summary, openapi_extra=extra)
     return router
+
+
+def request_body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a route that reads its JSON body itself (so that FastAPI
+    cannot see it), with the model's definitions inlined."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    content = {"application/json": {"schema": inline(schema)}}
+    return {"requestBody": {"required": True, "content": content}}

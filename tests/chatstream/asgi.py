@@ -12,13 +12,15 @@ from starlette.types import ASGIApp, Message
 
 @dataclass
 class ManualRequest:
-    """One POST whose client leaves when ``leave`` is set."""
+    """One POST whose client leaves when ``leave`` is set, or right after the first body bytes
+    reach it with ``leave_at_first_byte``."""
 
     app: ASGIApp
     path: str
     payload: dict[str, Any]
     cookie: str | None = None
     accept: str = "*/*"
+    leave_at_first_byte: bool = False
     leave: asyncio.Event = field(default_factory=asyncio.Event)
     sent: list[Message] = field(default_factory=list)
     first_body: asyncio.Event = field(default_factory=asyncio.Event)
@@ -62,6 +64,8 @@ class ManualRequest:
                 self.started.set()
             elif message.get("body"):
                 self.first_body.set()
+                if self.leave_at_first_byte:
+                    self.leave.set()
 
         await self.app(scope, receive, send)
 

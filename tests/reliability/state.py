@@ -1,0 +1,94 @@
+"""What the suites check in Redis and in a conversation, whichever server produced them."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import httpx
+import redis as sync_redis
+
+from chatstream.admission.keys import SemaphoreKeys
+from chatstream.lease import LEASE_NAME
+from sessions import RedisSessionStore
+from sessions.embedded import embedded_redis
+from sessions.signing import CookieSigner
+
+SECRET = "test-secret"  # what tests.servers.running_server signs with
+COOKIE = "chatstream_session"
+SEMAPHORE = SemaphoreKeys.build("generation")
+_STORE = RedisSessionStore(embedded_redis())  # only for the key layout
+FINISH_REASONS = {"stop", "length", "cancelled", "error"}
+
+T = TypeVar("T")
+
+
+def session_id(cookie: str, secret: str = SECRET) -> str:
+    """The session id a signed cookie value carries."""
+    found = CookieSigner(secret).unsign(cookie)
+    assert found is not None, "not a cookie this server signed"
+    return found
+
+
+def lease_key(session: str) -> str:
+    """Where a session's generation lease lives."""
+    return _STORE.key(session, "lock", LEASE_NAME)
+
+
+def live_permits(client: sync_redis.Redis) -> int:
+    """Admission permits whose lease has not run out, by Redis's clock."""
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    return int(client.zcount(SEMAPHORE.holders, f"({now_ms}", "+inf"))
+
+
+def held_anything(client: sync_redis.Redis) -> dict[str, int]:
+    """Every permit, waiter and session lease still in Redis (expired or not): all 0 at rest."""
+    return {
+        "permits": int(client.zcard(SEMAPHORE.holders)),
+        "waiters": int(client.zcard(SEMAPHORE.queue)),
+        "session leases": sum(1 for _ in client.scan_iter(match=lease_key("*"), count=1000)),
+    }
+
+
+def wait_for(probe: Callable[[], T], done: Callable[[T], bool], timeout: float = 10.0) -> T:
+    """Poll ``probe`` until ``done`` says yes: for state in Redis or in another process, which
+    has no event to await."""
+    deadline = time.monotonic() + timeout
+    while not done(value := probe()):
+        assert time.monotonic() < deadline, f"still {value!r} after {timeout} s"
+        time.sleep(0.02)
+    return value
+
+
+def history(client: httpx.Client) -> list[dict[str, Any]]:
+    response = client.get("/get_prompt")
+    assert response.status_code == 200, response.text
+    messages: list[dict[str, Any]] = response.json()["messages"]
+    return messages
+
+
+def assert_well_formed(messages: Sequence[Mapping[str, Any]]) -> None:
+    """Every user turn has at most one reply; every reply has its own message id, a finish
+    reason, and follows a user turn (a partial one is marked ``cancelled`` or ``error``)."""
+    previous = "assistant"
+    ids = [m["message_id"] for m in messages if m["role"] == "assistant"]
+    assert len(ids) == len(set(ids)), f"a message id appears twice: {messages}"
+    for message in messages:
+        assert message["role"] in ("user", "assistant"), message
+        if message["role"] == "assistant":
+            assert previous == "user", f"a reply without its own user turn: {messages}"
+            assert message["finish_reason"] in FINISH_REASONS, message
+            assert re.fullmatch(r"[0-9a-f]{32}", message["message_id"]), message
+        previous = message["role"]
+
+
+def errors_in(log: str, secrets: Iterable[str] = ()) -> list[str]:
+    """Lines of a server log that report an error, or that show any of ``secrets``."""
+    shown = [s for s in secrets if s in log]
+    lines = log.splitlines()
+    return [f"secret in the log: {s[:6]}…" for s in shown] + [
+        line for line in lines if re.search(r"\b(ERROR|CRITICAL)\b|Traceback", line)
+    ]
