@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Self
@@ -85,7 +84,8 @@ class ChatPrompt:
         return self
 
     def copy(self) -> ChatPrompt:
-        clone = ChatPrompt(self.system_prompt, copy.deepcopy(self.messages))
+        """A copy to edit: messages are replaced, never changed in place, so they are shared."""
+        clone = ChatPrompt(self.system_prompt, self.messages)
         clone.renderer, clone.context_len = self.renderer, self.context_len
         clone.max_new_tokens = self.max_new_tokens
         return clone
@@ -149,21 +149,29 @@ class ChatPrompt:
             text = renderer.render(self.to_messages(start), add_generation_prompt=True)
             return renderer.count_tokens(text) <= budget
 
-        # Fewer turns never make the prompt longer, so the first start that fits is found by
-        # bisection over the user turns, oldest first.
-        low, high = 0, len(starts)
-        while low < high:
-            middle = (low + high) // 2
-            if fits(starts[middle]):
-                high = middle
-            else:
-                low = middle + 1
-        if low == len(starts):
+        # Fewer turns never make the prompt longer. Search back from the newest turn in
+        # doubling steps, then bisect: the cost follows what fits, not the history's length.
+        if not fits(starts[-1]):
             raise InputTooLong(
                 f"the message does not fit the model's context of {self.context_len} tokens "
                 f"with {self.max_new_tokens} tokens left for the reply"
             )
-        return self.to_messages(starts[low])
+        fitting, step = len(starts) - 1, 1
+        while fitting > 0:
+            candidate = max(fitting - step, 0)
+            if not fits(starts[candidate]):
+                break
+            fitting, step = candidate, step * 2
+        else:
+            return self.to_messages(starts[0])
+        low = candidate + 1  # the oldest start that fits lies in [low, fitting]
+        while low < fitting:
+            middle = (low + fitting) // 2
+            if fits(starts[middle]):
+                fitting = middle
+            else:
+                low = middle + 1
+        return self.to_messages(starts[fitting])
 
     def create_prompt(self) -> str:
         """The prompt text the model sees for the next reply."""

@@ -109,3 +109,27 @@ def test_a_turn_changes_two_message_fields_whatever_the_history() -> None:
     changed = {name for name, text in after.items() if before.get(name) != text}
     assert len(changed) == 3  # the head (message count) and the two new messages
     assert load_fields("chat_prompt", after) == prompt
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3, 7, 20])
+def test_fitting_keeps_the_most_recent_turns_that_fit(turns: int) -> None:
+    prompt = conversation(turns - 1)
+    prompt.add_user_message("the last question")
+    renderer = WordRenderer()
+    starts = [i for i, m in enumerate(prompt.messages) if m.role == "user"]
+    full = renderer.count_tokens(prompt.create_prompt())
+    for budget in range(full + 2):
+        prompt.bind(renderer, context_len=budget, max_new_tokens=0)
+        fitting = [
+            s
+            for s in starts
+            if renderer.count_tokens(
+                renderer.render(prompt.to_messages(s), add_generation_prompt=True)
+            )
+            <= budget
+        ]
+        if not fitting:
+            with pytest.raises(InputTooLong):
+                prompt.fitted_messages()
+        else:
+            assert prompt.fitted_messages() == prompt.to_messages(fitting[0])
