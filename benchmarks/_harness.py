@@ -1,0 +1,321 @@
+"""What the benchmark scripts share: the machine, percentiles, tables, a served chatstream, SSE
+turns and the direct ``model.generate`` baseline.
+
+The scripts import it as ``_harness``: ``python benchmarks/<script>.py`` puts this directory
+first on ``sys.path``. Servers run as ``python -m chatstream.cli serve`` subprocesses with the
+bundled model and the embedded store, unless a script's trailing arguments (after ``--``) say
+otherwise; those arguments go to ``chatstream serve`` unchanged (``-- --redis-url URL``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any
+
+import httpx
+
+SECRET_KEY = "benchmark-secret"
+READY_TIMEOUT = 180.0
+
+PROMPTS = (
+    "Write a long, detailed essay about the history of the Roman Empire.",
+    "Write a long, detailed essay about how airplanes fly.",
+    "Write a long, detailed essay about the causes of ocean tides.",
+    "Write a long, detailed essay about the water cycle.",
+    "Write a long, detailed essay about the French Revolution.",
+    "Write a long, detailed essay about photosynthesis in plants.",
+    "Write a long, detailed essay about how volcanoes form.",
+    "Write a long, detailed essay about the invention of the printing press.",
+)
+"""Distinct user turns that make SmolLM2 write far past the token counts benchmarked."""
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+
+def parser(description: str | None, *, serves: bool) -> argparse.ArgumentParser:
+    """A script's argument parser: ``--quick``, and for scripts that start servers, the
+    ``chatstream serve`` arguments after ``--``."""
+    parser = argparse.ArgumentParser(
+        description=(description or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="a short run, to try the script")
+    if serves:
+        parser.add_argument(
+            "server_args",
+            nargs="*",
+            metavar="-- SERVE_ARGS",
+            help="passed on to `chatstream serve` (e.g. -- --redis-url redis://host/0)",
+        )
+    return parser
+
+
+def print_machine(title: str) -> None:
+    """The benchmark's title and what it runs on."""
+    import torch
+    import transformers
+
+    usable = len(os.sched_getaffinity(0))
+    print(f"## {title}")
+    print(
+        f"machine: {os.cpu_count()} CPUs ({usable} usable), torch threads "
+        f"{torch.get_num_threads()}, Python {platform.python_version()}, torch "
+        f"{torch.__version__}, transformers {transformers.__version__}, load average "
+        f"{os.getloadavg()[0]:.2f}"
+    )
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A Markdown table, columns padded so it also reads as plain text."""
+    cells = [[str(cell) for cell in row] for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        return (
+            "| "
+            + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            + " |"
+        )
+
+    print(line(cells[0]))
+    print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    for row in cells[1:]:
+        print(line(row))
+    print()
+
+
+def percentile(samples: Sequence[float], cut: int) -> float:
+    """The ``cut``-th percentile (1..99), interpolated between samples."""
+    if len(samples) == 1:
+        return samples[0]
+    return statistics.quantiles(samples, n=100, method="inclusive")[cut - 1]
+
+
+def ratio(ours: float, baseline: float) -> str:
+    return f"{ours / baseline:.2f}" if baseline else "n/a"
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+# -- a served chatstream ---------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    ready_after: float
+    """Seconds from launching the process to the first ``/readyz`` 200."""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def served(
+    server_args: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> Iterator[Server]:
+    """``chatstream serve`` (bundled model, embedded store, 600 s queue timeout) on a free port,
+    ready when it yields.
+
+    Its log goes to a temporary file (a pipe nobody reads would fill and stall it), which is
+    printed if it fails to start.
+    """
+    port = free_port()
+    environment = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    environment.update({"CHATSTREAM_SECRET_KEY": SECRET_KEY, **(env or {})})
+    command = [sys.executable, "-m", "chatstream.cli", "serve", "--port", str(port)]
+    # A long queue timeout: on a busy machine, 8 streams on one slot wait longer than 60 s.
+    command += ["--log-level", "warning", "--queue-timeout", "600", *server_args]
+    with tempfile.TemporaryFile() as log:
+        launched = time.perf_counter()
+        process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_ready(process, url, log)
+            yield Server(process, url, time.perf_counter() - launched)
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str, log: IO[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    with httpx.Client(base_url=url, timeout=2) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                log.seek(0)
+                output = log.read().decode(errors="replace")
+                raise RuntimeError(f"the server exited with {process.returncode}:\n{output}")
+            try:
+                if client.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.02)
+    raise TimeoutError(f"the server at {url} was not ready after {READY_TIMEOUT:.0f} s")
+
+
+# -- chat turns over HTTP --------------------------------------------------------------------
+
+
+@dataclass
+class Turn:
+    """One streamed reply, timed from sending the request."""
+
+    text: str
+    first_token: float
+    seconds: float
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+async def greedy_session(url: str, max_new_tokens: int) -> httpx.AsyncClient:
+    """A client with its own session (cookie), set to greedy decoding of ``max_new_tokens``."""
+    client = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600, connect=10))
+    params = {"temperature": 0, "max_new_tokens": max_new_tokens}
+    response = await client.post("/set_generation_params", json=params)
+    response.raise_for_status()
+    return client
+
+
+async def chat_turn(client: httpx.AsyncClient, user_input: str) -> Turn:
+    """``POST /chat_stream`` as server-sent events, read to the ``done`` event."""
+    started = time.perf_counter()
+    first_token = 0.0
+    parts: list[str] = []
+    event = ""
+    headers = {"accept": "text/event-stream"}
+    body = {"user_input": user_input}
+    async with client.stream("POST", "/chat_stream", json=body, headers=headers) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                data: dict[str, Any] = json.loads(line.removeprefix("data: "))
+                if event == "delta":
+                    first_token = first_token or time.perf_counter() - started
+                    parts.append(data["text"])
+                elif event == "error":
+                    raise RuntimeError(f"the stream failed: {data}")
+                elif event == "done":
+                    usage = data["usage"]
+                    return Turn(
+                        "".join(parts),
+                        first_token,
+                        time.perf_counter() - started,
+                        usage["prompt_tokens"],
+                        usage["completion_tokens"],
+                        data["finish_reason"],
+                    )
+    raise RuntimeError("the stream ended without a done event")
+
+
+async def concurrent_turns(url: str, prompts: Sequence[str], max_new_tokens: int) -> list[Turn]:
+    """One turn per prompt, each in its own session, all sent at once."""
+    clients = [await greedy_session(url, max_new_tokens) for _ in prompts]
+    try:
+        return list(
+            await asyncio.gather(*(chat_turn(c, p) for c, p in zip(clients, prompts, strict=True)))
+        )
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+# -- the direct baseline ---------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """One static batch of ``model.generate``."""
+
+    seconds: float
+    texts: list[str]
+    """Each reply without special tokens, as the server would stream it."""
+    tokens: list[int]
+    """Each reply's tokens up to and including its first end-of-turn token (as usage counts)."""
+
+
+@dataclass
+class Direct:
+    """The bundled model in this process, prompted exactly as the server prompts it."""
+
+    model: Any
+    tokenizer: Any
+
+    @classmethod
+    def load(cls) -> Direct:
+        from transformers.utils import logging
+
+        from chatstream.model import load_model
+
+        logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        model, tokenizer = load_model(None)
+        tokenizer.padding_side = "left"
+        return cls(model, tokenizer)
+
+    def render(self, user_input: str) -> str:
+        """The prompt the server renders for a first turn of ``user_input`` (no system prompt)."""
+        from chatstream.rendering import ChatTemplateRenderer
+
+        message = {"role": "user", "content": user_input}
+        return ChatTemplateRenderer(self.tokenizer).render([message], add_generation_prompt=True)
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> Batch:
+        """Greedy ``model.generate`` of the left-padded batch of ``prompts``, timed from
+        tokenizing to the last token."""
+        import torch
+
+        rendered = [self.render(prompt) for prompt in prompts]
+        started = time.perf_counter()
+        inputs = self.tokenizer(
+            rendered, add_special_tokens=False, padding=True, return_tensors="pt"
+        )
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        seconds = time.perf_counter() - started
+        end = self.model.generation_config.eos_token_id
+        replies: list[list[int]] = []
+        for row in output[:, inputs["input_ids"].shape[1] :].tolist():
+            replies.append(row[: row.index(end) + 1] if end in row else row)
+        texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in replies]
+        return Batch(seconds, texts, [len(ids) for ids in replies])
