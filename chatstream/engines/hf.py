@@ -9,6 +9,7 @@ worker within one decoding step once the consumer goes away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import threading
 from collections.abc import AsyncGenerator, Callable
@@ -28,16 +29,12 @@ from transformers.generation.utils import GenerationMixin
 
 from ..rendering import ChatTemplateRenderer
 from .base import (
-    FinishReason,
-    GenerationDone,
     GenerationEvent,
     GenerationParams,
     GenerationRequest,
     PromptRenderer,
-    TextDelta,
 )
-from .detokenize import IncrementalDetokenizer
-from .stopping import StopStringFilter
+from .tokens import end_token_ids, stream_reply
 
 
 class TransformersEngine:
@@ -65,7 +62,7 @@ class TransformersEngine:
         self._tokenizer = tokenizer
         self._renderer = renderer if renderer is not None else ChatTemplateRenderer(tokenizer)
         self._stop_strings: tuple[str, ...] = tuple(getattr(self._renderer, "stop_strings", ()))
-        self._end_token_ids = _end_token_ids(model, tokenizer, self._stop_strings)
+        self._end_token_ids = end_token_ids(model, tokenizer, self._stop_strings)
         self._slots = slots
         self._model_name = model_name or model.name_or_path or type(model).__name__
         self._executor = ThreadPoolExecutor(slots, thread_name_prefix="chatstream-generate")
@@ -93,31 +90,17 @@ class TransformersEngine:
             raise RuntimeError("the engine is closed")
         job = _Job(request.prompt, request.params, self._executor, self._run)
         self._jobs.add(job)
-        detokenizer = IncrementalDetokenizer(self._tokenizer)
-        stops = StopStringFilter((*request.params.stop, *self._stop_strings))
-        generated = 0
-        last_id = None
+        stops = (*request.params.stop, *self._stop_strings)
+        events = stream_reply(job, self._tokenizer, stops, self._end_token_ids, self._is_closed)
         try:
-            while (ids := await job.receive()) is not None:
-                generated += len(ids)
-                last_id = ids[-1]
-                if text := stops.push(detokenizer.push(ids)):
-                    yield TextDelta(text)
-                if stops.stopped:
-                    break
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    yield event
         finally:
-            await job.stop()
             self._jobs.discard(job)
-        if tail := stops.flush():
-            yield TextDelta(tail)
-        finish: FinishReason
-        if stops.stopped or last_id in self._end_token_ids:
-            finish = "stop"
-        elif self._closed:
-            finish = "cancelled"
-        else:
-            finish = "length"
-        yield GenerationDone(finish, job.prompt_tokens, generated)
+
+    def _is_closed(self) -> bool:
+        return self._closed
 
     async def aclose(self) -> None:
         self._closed = True
@@ -147,7 +130,7 @@ class TransformersEngine:
         config.top_p = params.top_p if sampling else None
         config.top_k = params.top_k if sampling else None
         config.repetition_penalty = params.repetition_penalty
-        config.eos_token_id = list(self._end_token_ids)
+        config.eos_token_id = sorted(self._end_token_ids)
         config.pad_token_id = _pad_token_id(config, self._tokenizer, self._end_token_ids)
         return config
 
@@ -189,7 +172,7 @@ class _Job:
                 raise error
         return message
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         """Stop the worker within one decoding step, and wait until it has stopped."""
         self.cancelled.set()
         self._future.cancel()
@@ -232,21 +215,10 @@ class _CancelledCriteria(StoppingCriteria):
         return cast(torch.BoolTensor, flags)
 
 
-def _end_token_ids(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stop_strings: tuple[str, ...]
-) -> tuple[int, ...]:
-    """The model's eos ids plus the stop strings that are single tokens (``<|im_end|>``)."""
-    configured = model.generation_config.eos_token_id
-    ids = [configured] if isinstance(configured, int) else list(configured or ())
-    vocab = tokenizer.get_vocab()
-    ids += [vocab[s] for s in stop_strings if s in vocab]
-    return tuple(dict.fromkeys(ids))
-
-
 def _pad_token_id(
-    config: GenerationConfig, tokenizer: PreTrainedTokenizerBase, end_ids: tuple[int, ...]
+    config: GenerationConfig, tokenizer: PreTrainedTokenizerBase, end_ids: frozenset[int]
 ) -> int | None:
-    for candidate in (config.pad_token_id, tokenizer.pad_token_id, *end_ids):
+    for candidate in (config.pad_token_id, tokenizer.pad_token_id, *sorted(end_ids)):
         if isinstance(candidate, int):
             return candidate
     return None

@@ -1,0 +1,340 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import torch
+from transformers import MistralConfig, MistralForCausalLM
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from chatstream.engines.base import (
+    Engine,
+    GenerationEvent,
+    GenerationParams,
+    GenerationRequest,
+    TextDelta,
+)
+from chatstream.engines.batched import BatchedEngine
+from chatstream.engines.hf import TransformersEngine
+from chatstream.rendering import ChatTemplateRenderer
+
+from ..tiny_model import TinyLlama, text_ids, tiny_tokenizer
+from .streams import collect
+
+TOKENIZER = tiny_tokenizer()
+RENDERER = ChatTemplateRenderer(TOKENIZER)
+SHORT, MEDIUM, LONG = "hi", "what is the weather like?", "tell me " * 12
+
+EngineFactory = Callable[..., BatchedEngine]
+Stream = AsyncGenerator[GenerationEvent, None]
+
+
+def request(user_input: str = SHORT, max_new_tokens: int = 24, **params: Any) -> GenerationRequest:
+    messages = [{"role": "user", "content": user_input}]
+    prompt = RENDERER.render(messages, add_generation_prompt=True)
+    generation = GenerationParams(max_new_tokens, **{"temperature": 0, **params})
+    return GenerationRequest(prompt, generation, messages)
+
+
+async def reference(model: TinyLlama, user_input: str, max_new_tokens: int, **params: Any) -> str:
+    """The reply of TransformersEngine, which generates each request alone."""
+    engine = TransformersEngine(model, TOKENIZER)
+    try:
+        deltas, _ = await collect(engine.generate(request(user_input, max_new_tokens, **params)))
+    finally:
+        await engine.aclose()
+    return "".join(deltas)
+
+
+async def read_text(stream: Stream, deltas: int) -> str:
+    """The next ``deltas`` text deltas of a stream, joined."""
+    texts = []
+    for _ in range(deltas):
+        event = await anext(stream)
+        assert isinstance(event, TextDelta)
+        texts.append(event.text)
+    return "".join(texts)
+
+
+async def finish(stream: Stream) -> str:
+    deltas, _ = await collect(stream)
+    return "".join(deltas)
+
+
+def attentive_llama(**options: Any) -> TinyLlama:
+    """A TinyLlama with sharpened attention, whose replies depend on the positions and the
+    mask of the whole context (a plain random one mostly echoes its last token)."""
+    model = TinyLlama(**options)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight *= 4
+            layer.self_attn.k_proj.weight *= 4
+    return model
+
+
+class BatchSizeRecordingLlama(TinyLlama):  # type: ignore[no-untyped-call]
+    """Records how many rows each forward pass ran."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_sizes: list[int] = []
+
+    def forward(self, *args: Any, **kwargs: Any) -> CausalLMOutputWithPast:
+        self.batch_sizes.append(kwargs["input_ids"].shape[0])
+        return super().forward(*args, **kwargs)
+
+
+@pytest.fixture
+async def make_engine() -> AsyncIterator[EngineFactory]:
+    """``make_engine(model, slots=8)``: an engine on the tiny tokenizer, closed after the test."""
+    engines: list[BatchedEngine] = []
+
+    def make(model: TinyLlama, *, slots: int = 8) -> BatchedEngine:
+        engines.append(BatchedEngine(model, TOKENIZER, slots=slots))
+        return engines[-1]
+
+    yield make
+    for engine in engines:
+        await engine.aclose()
+
+
+async def test_it_is_an_engine_with_the_models_end_of_turn(make_engine: EngineFactory) -> None:
+    engine = make_engine(TinyLlama(), slots=3)
+    assert isinstance(engine, Engine)
+    assert (engine.slots, engine.model_name, engine.stop_strings) == (
+        3,
+        "TinyLlama",
+        ("<|im_end|>",),
+    )
+    prompt = engine.renderer.render(request().messages, add_generation_prompt=True)
+    assert prompt == request().prompt
+
+
+def test_a_model_with_sliding_window_attention_is_refused() -> None:
+    config = MistralConfig(
+        vocab_size=258,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=16,
+    )
+    with pytest.raises(ValueError, match="sliding-window"):
+        BatchedEngine(MistralForCausalLM(config), TOKENIZER)
+
+
+async def test_deltas_are_whole_characters_that_join_into_the_reply(
+    make_engine: EngineFactory,
+) -> None:
+    text = "héllo 你好 😀!"
+    deltas, done = await collect(make_engine(TinyLlama(text_ids(text))).generate(request()))
+    assert deltas == list(text)
+    prompt_tokens = len(TOKENIZER.encode(request().prompt, add_special_tokens=False))
+    assert (done.finish_reason, done.prompt_tokens) == ("stop", prompt_tokens)
+    assert done.completion_tokens == len(text.encode()) + 1  # and the eos
+
+
+async def test_max_new_tokens_ends_with_finish_length(make_engine: EngineFactory) -> None:
+    engine = make_engine(TinyLlama(text_ids("Hello world")))
+    deltas, done = await collect(engine.generate(request(max_new_tokens=5)))
+    assert "".join(deltas) == "Hello"
+    assert (done.finish_reason, done.completion_tokens) == ("length", 5)
+
+
+async def test_a_stop_string_ends_the_reply_and_is_never_emitted(
+    make_engine: EngineFactory,
+) -> None:
+    engine = make_engine(TinyLlama(text_ids("Hello world. STOP here")))
+    deltas, done = await collect(engine.generate(request(stop=("STOP",))))
+    assert "".join(deltas) == "Hello world. "
+    assert (done.finish_reason, done.completion_tokens) == ("stop", len("Hello world. STOP"))
+
+
+async def test_greedy_replies_equal_transformers_engine_ones(make_engine: EngineFactory) -> None:
+    model = TinyLlama(seed=7)
+    engine = make_engine(model)
+    for user_input in (SHORT, LONG):
+        deltas, done = await collect(engine.generate(request(user_input)))
+        assert "".join(deltas) == await reference(model, user_input, 24)
+        assert (done.finish_reason, done.completion_tokens) == ("length", 24)
+
+
+async def test_greedy_replies_do_not_change_as_requests_join_and_leave(
+    make_engine: EngineFactory,
+) -> None:
+    """Rows join a running batch (its cache re-padded to a longer or shorter prompt), and leave
+    it (at their max_new_tokens, or closed by their consumer) while others decode on."""
+    model = attentive_llama(seed=3)
+    engine = make_engine(model)
+    first = engine.generate(request(MEDIUM, 40))
+    text = await read_text(first, 3)
+    longer = asyncio.create_task(finish(engine.generate(request(LONG, 30))))
+    brief = asyncio.create_task(finish(engine.generate(request(SHORT, 6))))
+    text += await read_text(first, 8)
+    shorter = asyncio.create_task(finish(engine.generate(request(SHORT, 25))))
+    closed = engine.generate(request(LONG + "?", 30))
+    partial = await read_text(closed, 4)
+    text += await read_text(first, 5)
+    await closed.aclose()
+    text += await finish(first)
+    assert [text, await longer, await brief, await shorter] == [
+        await reference(model, MEDIUM, 40),
+        await reference(model, LONG, 30),
+        await reference(model, SHORT, 6),
+        await reference(model, SHORT, 25),
+    ]
+    assert (await reference(model, LONG + "?", 30)).startswith(partial)
+
+
+async def test_concurrent_streams_share_forward_passes(make_engine: EngineFactory) -> None:
+    model = BatchSizeRecordingLlama(step_delay=0.002)
+    engine = make_engine(model, slots=3)
+    inputs = [SHORT, MEDIUM, LONG, SHORT + "!"]
+    replies = await asyncio.gather(*(finish(engine.generate(request(i, 12))) for i in inputs))
+    assert replies == [await reference(model, i, 12) for i in inputs]
+    assert max(model.batch_sizes) == 3  # the slots; the fourth request waited for a free row
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"temperature": 1.5, "top_k": 1},
+        {"temperature": 0.7, "top_p": 1e-9},
+        {"temperature": 0, "repetition_penalty": 1.5},
+    ],
+    ids=["top_k=1", "tiny top_p", "repetition penalty"],
+)
+async def test_each_stream_samples_with_its_own_params(
+    make_engine: EngineFactory, params: dict[str, Any]
+) -> None:
+    model = TinyLlama(seed=7)
+    engine = make_engine(model)
+    free = engine.generate(request(LONG, 24, temperature=1.0, top_k=0, top_p=1.0))
+    replies = await asyncio.gather(
+        finish(engine.generate(request(MEDIUM, 24, **params))), finish(free)
+    )
+    assert replies[0] == await reference(model, MEDIUM, 24, **params)
+
+
+async def test_closing_a_stream_frees_its_row_for_a_waiting_one(
+    make_engine: EngineFactory,
+) -> None:
+    model = TinyLlama(step_delay=0.005)
+    engine = make_engine(model, slots=1)
+    stream = engine.generate(request(max_new_tokens=200))
+    waiting = asyncio.create_task(finish(engine.generate(request(MEDIUM, 10))))
+    await read_text(stream, 2)
+    await stream.aclose()
+    reply = await waiting
+    assert model.steps < 20  # the closed stream's few steps and the waiting one's 10
+    assert reply == await reference(model, MEDIUM, 10)
+
+
+async def test_cancelling_the_consumer_stops_its_row_within_one_step(
+    make_engine: EngineFactory,
+) -> None:
+    model = TinyLlama(step_delay=0.005)
+    engine = make_engine(model)
+    first_delta = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in engine.generate(request(max_new_tokens=200)):
+            first_delta.set()
+
+    task = asyncio.create_task(consume())
+    await first_delta.wait()
+    steps_at_cancel = model.steps
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert model.steps <= steps_at_cancel + 1
+    assert model.in_flight == 0
+
+
+async def test_a_joining_request_streams_before_the_running_ones_finish(
+    make_engine: EngineFactory,
+) -> None:
+    engine = make_engine(TinyLlama(step_delay=0.005))
+    running: list[str] = []
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in engine.generate(request(max_new_tokens=200)):
+            assert isinstance(event, TextDelta)
+            running.append(event.text)
+            started.set()
+
+    task = asyncio.create_task(consume())
+    await started.wait()
+    deltas, done = await collect(engine.generate(request(MEDIUM, 5)))
+    assert (len(deltas), done.finish_reason) == (5, "length")
+    assert not task.done()
+    assert len(running) < 200
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_the_event_loop_stays_responsive_while_generating(
+    make_engine: EngineFactory,
+) -> None:
+    engine = make_engine(TinyLlama())
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0.001)
+
+    ticker = asyncio.create_task(tick())
+    results = await asyncio.gather(
+        *(collect(engine.generate(request(i, 150))) for i in (SHORT, LONG))
+    )
+    ticker.cancel()
+    assert [done.completion_tokens for _, done in results] == [150, 150]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
+    assert len(ticks) > 20
+    assert max(gaps) < 0.1
+
+
+async def test_an_exception_in_the_model_surfaces_and_the_engine_goes_on(
+    make_engine: EngineFactory,
+) -> None:
+    model = TinyLlama(text_ids("Hi!"), fail_at_step=2)
+    engine = make_engine(model)
+    deltas: list[str] = []
+    with pytest.raises(RuntimeError, match="scripted failure at step 2"):
+        async for event in engine.generate(request()):
+            assert isinstance(event, TextDelta)
+            deltas.append(event.text)
+    assert deltas == ["H", "i"]
+    model.script = text_ids("o")
+    deltas, done = await collect(engine.generate(request()))
+    assert (deltas, done.finish_reason) == (["o"], "stop")
+
+
+async def test_closing_the_engine_ends_streams_cancelled_and_stops_its_thread() -> None:
+    def workers() -> int:
+        return sum(thread.name == "chatstream-batched" for thread in threading.enumerate())
+
+    before = workers()
+    engine = BatchedEngine(TinyLlama(step_delay=0.005), TOKENIZER, slots=1)
+    assert workers() == before + 1
+    running = engine.generate(request(max_new_tokens=200))
+    waiting = asyncio.create_task(collect(engine.generate(request())))
+    assert isinstance(await anext(running), TextDelta)
+    await engine.aclose()
+    assert workers() == before
+    deltas, done = await collect(running)
+    assert done.finish_reason == "cancelled"
+    assert done.completion_tokens == 1 + len(deltas) < 200
+    assert (await waiting)[1].finish_reason == "cancelled"
+    with pytest.raises(RuntimeError, match="closed"):
+        await anext(engine.generate(request()))
