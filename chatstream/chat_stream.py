@@ -68,12 +68,7 @@ class ChatStream:
         if engine is None:
             if model is None or tokenizer is None:
                 raise TypeError("ChatStream needs model= and tokenizer=, or engine=")
-            from .engines.hf import TransformersEngine
-            from .rendering import ChatTemplateRenderer
-
-            engine = TransformersEngine(
-                model, tokenizer, renderer=ChatTemplateRenderer(tokenizer, chat_template)
-            )
+            engine = default_engine(model, tokenizer, chat_template)
             if context_len is None:
                 context_len = getattr(model.config, "max_position_embeddings", None)
         self.engine = engine
@@ -241,6 +236,20 @@ class ChatStream:
         if self._admission is not None:
             await self._admission.aclose()
         await self.engine.aclose()
+
+
+def default_engine(model: Any, tokenizer: Any, chat_template: str | None) -> Engine:
+    """Continuous batching (``BatchedEngine``, 8 slots) where the model allows it, else one
+    ``generate`` at a time (``TransformersEngine``, e.g. for sliding-window attention)."""
+    from .engines.batched import BatchedEngine
+    from .engines.hf import TransformersEngine
+    from .rendering import ChatTemplateRenderer
+
+    renderer = ChatTemplateRenderer(tokenizer, chat_template)
+    try:
+        return BatchedEngine(model, tokenizer, renderer=renderer)
+    except ValueError:
+        return TransformersEngine(model, tokenizer, renderer=renderer)
 
 
 def _read(session: Session, key: str) -> Any:

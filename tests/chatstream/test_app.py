@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import pytest
 
+from chatstream import ChatStream
 from chatstream.app import create_app
 from chatstream.cli import build_parser, main
 from chatstream.config import ConfigError, Settings
+from chatstream.engines.batched import BatchedEngine
 
 from .conftest import client_for
+from .tiny_model import tiny_llama, tiny_tokenizer
 
 
 async def test_the_served_app_holds_a_conversation() -> None:
@@ -88,3 +91,11 @@ async def test_the_bundled_model_answers_and_remembers() -> None:
         ]
         assert "What is the capital of France?" in prompt["prompt"]
         assert "<|im_start|>assistant" in prompt["prompt"]
+
+
+async def test_a_model_is_served_with_continuous_batching_by_default() -> None:
+    chat_stream = ChatStream(tiny_llama(), tiny_tokenizer())
+    assert isinstance(chat_stream.engine, BatchedEngine)
+    assert chat_stream.engine.slots == 8
+    assert chat_stream.context_len == tiny_llama().config.max_position_embeddings
+    await chat_stream.aclose()
