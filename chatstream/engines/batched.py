@@ -25,20 +25,19 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.generation.utils import ALL_CACHE_NAMES
 
-from ..rendering import ChatTemplateRenderer
 from .base import (
     GenerationEvent,
     GenerationParams,
     GenerationRequest,
     PromptRenderer,
 )
-from .tokens import end_token_ids, stream_reply
+from .tokens import TokenEngine
 
 # The keyword under which this transformers' models take their KV cache ("cache" from 5.x on).
 _CACHE_KEYWORD: str = ALL_CACHE_NAMES[0]
 
 
-class BatchedEngine:
+class BatchedEngine(TokenEngine):
     """Streams replies of a Hugging Face causal LM, decoding all its streams as one batch.
 
     ``slots`` is the largest batch: requests beyond it wait for a row to free up. Finish
@@ -57,42 +56,17 @@ class BatchedEngine:
         slots: int = 8,
         model_name: str | None = None,
     ) -> None:
-        if slots < 1:
-            raise ValueError("slots must be >= 1")
         layers = DynamicCache(config=model.config).layers
         if any(type(layer) is not DynamicLayer for layer in layers):
             raise ValueError(
                 f"{type(model).__name__} has sliding-window or other non-full attention layers, "
                 "which BatchedEngine cannot batch: use TransformersEngine"
             )
-        self._model = model
-        self._tokenizer = tokenizer
-        self._renderer = renderer if renderer is not None else ChatTemplateRenderer(tokenizer)
-        self._stop_strings: tuple[str, ...] = tuple(getattr(self._renderer, "stop_strings", ()))
-        self._end_token_ids = end_token_ids(model, tokenizer, self._stop_strings)
-        self._slots = slots
-        self._model_name = model_name or model.name_or_path or type(model).__name__
+        super().__init__(model, tokenizer, renderer=renderer, slots=slots, model_name=model_name)
         self._waiting: deque[_Sequence] = deque()
         self._wake = threading.Condition()
-        self._closed = False
         self._worker = threading.Thread(target=self._run, name="chatstream-batched", daemon=True)
         self._worker.start()
-
-    @property
-    def slots(self) -> int:
-        return self._slots
-
-    @property
-    def renderer(self) -> PromptRenderer:
-        return self._renderer
-
-    @property
-    def model_name(self) -> str:
-        return self._model_name
-
-    @property
-    def stop_strings(self) -> tuple[str, ...]:
-        return self._stop_strings
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         sequence = _Sequence(request.prompt, request.params)
@@ -101,16 +75,10 @@ class BatchedEngine:
                 raise RuntimeError("the engine is closed")
             self._waiting.append(sequence)
             self._wake.notify()
-        stops = (*request.params.stop, *self._stop_strings)
-        events = stream_reply(
-            sequence, self._tokenizer, stops, self._end_token_ids, self._is_closed
-        )
+        events = self._reply(sequence, request)
         async with contextlib.aclosing(events):
             async for event in events:
                 yield event
-
-    def _is_closed(self) -> bool:
-        return self._closed
 
     async def aclose(self) -> None:
         with self._wake:

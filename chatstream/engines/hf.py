@@ -27,17 +27,16 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 from transformers.generation.utils import GenerationMixin
 
-from ..rendering import ChatTemplateRenderer
 from .base import (
     GenerationEvent,
     GenerationParams,
     GenerationRequest,
     PromptRenderer,
 )
-from .tokens import end_token_ids, stream_reply
+from .tokens import TokenEngine
 
 
-class TransformersEngine:
+class TransformersEngine(TokenEngine):
     """Streams replies of a Hugging Face causal LM (``AutoModelForCausalLM``).
 
     ``renderer`` defaults to the tokenizer's chat template. The model's end-of-turn strings
@@ -56,51 +55,22 @@ class TransformersEngine:
         slots: int = 1,
         model_name: str | None = None,
     ) -> None:
-        if slots < 1:
-            raise ValueError("slots must be >= 1")
-        self._model = model
-        self._tokenizer = tokenizer
-        self._renderer = renderer if renderer is not None else ChatTemplateRenderer(tokenizer)
-        self._stop_strings: tuple[str, ...] = tuple(getattr(self._renderer, "stop_strings", ()))
-        self._end_token_ids = end_token_ids(model, tokenizer, self._stop_strings)
-        self._slots = slots
-        self._model_name = model_name or model.name_or_path or type(model).__name__
+        super().__init__(model, tokenizer, renderer=renderer, slots=slots, model_name=model_name)
         self._executor = ThreadPoolExecutor(slots, thread_name_prefix="chatstream-generate")
         self._jobs: set[_Job] = set()
-        self._closed = False
-
-    @property
-    def slots(self) -> int:
-        return self._slots
-
-    @property
-    def renderer(self) -> PromptRenderer:
-        return self._renderer
-
-    @property
-    def model_name(self) -> str:
-        return self._model_name
-
-    @property
-    def stop_strings(self) -> tuple[str, ...]:
-        return self._stop_strings
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         if self._closed:
             raise RuntimeError("the engine is closed")
         job = _Job(request.prompt, request.params, self._executor, self._run)
         self._jobs.add(job)
-        stops = (*request.params.stop, *self._stop_strings)
-        events = stream_reply(job, self._tokenizer, stops, self._end_token_ids, self._is_closed)
+        events = self._reply(job, request)
         try:
             async with contextlib.aclosing(events):
                 async for event in events:
                     yield event
         finally:
             self._jobs.discard(job)
-
-    def _is_closed(self) -> bool:
-        return self._closed
 
     async def aclose(self) -> None:
         self._closed = True

@@ -7,7 +7,15 @@ from typing import Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .base import FinishReason, GenerationDone, GenerationEvent, TextDelta
+from ..rendering import ChatTemplateRenderer
+from .base import (
+    FinishReason,
+    GenerationDone,
+    GenerationEvent,
+    GenerationRequest,
+    PromptRenderer,
+    TextDelta,
+)
 from .detokenize import IncrementalDetokenizer
 from .stopping import StopStringFilter
 
@@ -69,3 +77,53 @@ def end_token_ids(
     vocab = tokenizer.get_vocab()
     ids += [vocab[s] for s in stop_strings if s in vocab]
     return frozenset(ids)
+
+
+class TokenEngine:
+    """What an engine over a transformers model and its tokenizer holds: the renderer (the
+    tokenizer's chat template by default), the end-of-turn stop strings and token ids, the
+    slot count and the model's name; and how it turns its token ids into a reply's events."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        renderer: PromptRenderer | None,
+        slots: int,
+        model_name: str | None,
+    ) -> None:
+        if slots < 1:
+            raise ValueError("slots must be >= 1")
+        self._model = model
+        self._tokenizer = tokenizer
+        self._renderer = renderer if renderer is not None else ChatTemplateRenderer(tokenizer)
+        self._stop_strings: tuple[str, ...] = tuple(getattr(self._renderer, "stop_strings", ()))
+        self._end_token_ids = end_token_ids(model, tokenizer, self._stop_strings)
+        self._slots = slots
+        self._model_name = model_name or model.name_or_path or type(model).__name__
+        self._closed = False
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    @property
+    def renderer(self) -> PromptRenderer:
+        return self._renderer
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return self._stop_strings
+
+    def _reply(
+        self, source: TokenSource, request: GenerationRequest
+    ) -> AsyncGenerator[GenerationEvent, None]:
+        stops = (*request.params.stop, *self._stop_strings)
+        return stream_reply(
+            source, self._tokenizer, stops, self._end_token_ids, lambda: self._closed
+        )
