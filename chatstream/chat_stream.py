@@ -14,12 +14,12 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sessions import Session, StoreUnavailable
+from sessions import Session
 
 from .admission.base import Admission
 from .body import parse_json, read_body, validate_chat_body
 from .engines.base import Engine, GenerationRequest
-from .errors import ChatStreamError, ServiceUnavailable
+from .errors import ChatStreamError
 from .feedback import FeedbackHook
 from .metrics import Metrics
 from .outcome import CompletionCallback, Outcome, run_callback
@@ -184,7 +184,7 @@ class ChatStream:
 
     def load_history(self, session: Session) -> ChatPrompt:
         """The session's conversation (a new one with the system prompt if it has none)."""
-        history = _read(session, SESSION_KEY)
+        history = session.get_session().get(SESSION_KEY)
         if not isinstance(history, ChatPrompt):
             history = ChatPrompt(self.system_prompt)
         return history.bind(
@@ -195,7 +195,7 @@ class ChatStream:
 
     def generation_settings(self, session: Session) -> GenerationSettings:
         """This chat's defaults, overridden by what the session set."""
-        stored = _read(session, SESSION_PARAMS_KEY)
+        stored = session.get_session().get(SESSION_PARAMS_KEY)
         if isinstance(stored, Mapping):
             return self.defaults.merged(stored)
         return self.defaults
@@ -250,10 +250,3 @@ def default_engine(model: Any, tokenizer: Any, chat_template: str | None) -> Eng
         return BatchedEngine(model, tokenizer, renderer=renderer)
     except ValueError:
         return TransformersEngine(model, tokenizer, renderer=renderer)
-
-
-def _read(session: Session, key: str) -> Any:
-    try:
-        return session.get_session().get(key)
-    except StoreUnavailable as exc:
-        raise ServiceUnavailable(str(exc), retry_after=exc.retry_after) from exc

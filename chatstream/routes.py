@@ -51,10 +51,9 @@ def json_errors(endpoint: Endpoint) -> Endpoint:
 async def get_prompt(chat_stream: ChatStream, request: Request) -> Response:
     """``{"prompt": the text the model would see next, "messages": the stored turns}``."""
     history = chat_stream.load_history(request.state.session)
-    messages = history.fitted_messages()
     return JSONResponse(
         {
-            "prompt": chat_stream.engine.renderer.render(messages, add_generation_prompt=True),
+            "prompt": history.create_prompt(),
             "system_prompt": history.system_prompt,
             "messages": [message.to_dict() for message in history.messages],
         }
