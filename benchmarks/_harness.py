@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import platform
+import secrets
 import socket
 import statistics
 import subprocess
@@ -41,6 +42,13 @@ PROMPTS = (
     "Write a long, detailed essay about the invention of the printing press.",
 )
 """Distinct user turns that make SmolLM2 write far past the token counts benchmarked."""
+
+
+def fresh_prompts(count: int) -> list[str]:
+    """The first ``count`` of :data:`PROMPTS`, each opened by a tag that no earlier request
+    had, as new users' first turns: a server's prefix cache then holds only their chat template
+    and system prompt tokens (and never a whole prompt sent by an earlier run)."""
+    return [f"[{secrets.token_hex(3)}] {prompt}" for prompt in PROMPTS[:count]]
 
 
 # -- reporting -------------------------------------------------------------------------------

@@ -2,15 +2,17 @@
 
     python benchmarks/concurrency.py [--tokens 64] [--streams 1 2 4 8] [--quick] [-- SERVE_ARGS]
 
-Served: a ``chatstream serve --max-concurrent 8`` subprocess (bundled model, its default engine;
-``-- --engine NAME`` passes an engine choice on) gets N first turns at once, each in its own
-session, greedy, ``max_new_tokens`` fixed, streamed as server-sent events. Aggregate tokens per
-second is the completion tokens of all N (the ``done`` events' usage) over the time from sending
-the requests to the last ``done``; time to first token is per stream, from its request to its
-first ``delta``. The baseline is one greedy ``model.generate`` in this process of the
-left-padded static batch of the same N prompts and token budget, timed from tokenizing to the
-last token. Server and baseline alternate (they share the CPU). Targets at N = 8: served /
-static batch tokens/s >= 0.90; time to first token p50 <= 0.5 s.
+Served: a ``chatstream serve --max-concurrent 8`` subprocess (bundled model, its default
+engine; server flags after ``--``, e.g. ``-- --prefix-cache-mb 0``) gets N first turns at once,
+each in its own session, greedy, ``max_new_tokens`` fixed, streamed as server-sent events. Each
+prompt opens with a tag never sent before, so only its chat template tokens can come from the
+prefix cache. Aggregate tokens per second is the completion tokens of all N (the ``done``
+events' usage) over the time from sending the requests to the last ``done``; time to first
+token is per stream, from its request to its first ``delta``. The baseline is one greedy
+``model.generate`` in this process of the left-padded static batch of the same N prompts and
+token budget, timed from tokenizing to the last token. Server and baseline alternate (they
+share the CPU). Targets at N = 8: served / static batch tokens/s >= 0.90; time to first token
+p50 <= 0.5 s.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from _harness import (
     PROMPTS,
     Direct,
     concurrent_turns,
+    fresh_prompts,
     parser,
     percentile,
     print_machine,
@@ -49,10 +52,10 @@ def main() -> None:
     rows: list[list[object]] = []
     at_eight: tuple[float, float] | None = None  # served / batch, TTFT p50
     with served(["--max-concurrent", "8", *args.server_args]) as server:
-        asyncio.run(concurrent_turns(server.url, PROMPTS[:1], 8))  # warm-up, both sides
-        direct.generate(PROMPTS[:1], 8)
+        asyncio.run(concurrent_turns(server.url, fresh_prompts(1), 8))  # warm-up, both sides
+        direct.generate(fresh_prompts(1), 8)
         for size in sizes:
-            prompts = PROMPTS[:size]
+            prompts = fresh_prompts(size)
             turns = asyncio.run(concurrent_turns(server.url, prompts, tokens))
             batch = direct.generate(prompts, tokens)
             served_rate = sum(t.completion_tokens for t in turns) / max(t.seconds for t in turns)

@@ -19,8 +19,8 @@ import sys
 import time
 
 from _harness import (
-    PROMPTS,
     concurrent_turns,
+    fresh_prompts,
     parser,
     percentile,
     print_machine,
@@ -55,14 +55,14 @@ def main() -> None:
     tokens, idle_seconds = (16, 1.0) if args.quick else (args.tokens, 5.0)
     print_machine(f"health latency: /healthz idle vs under {STREAMS} streams of {tokens} tokens")
     with served(["--max-concurrent", str(STREAMS), *args.server_args]) as server:
-        asyncio.run(concurrent_turns(server.url, PROMPTS[:1], 8))  # warm-up
+        asyncio.run(concurrent_turns(server.url, fresh_prompts(1), 8))  # warm-up
         command = [sys.executable, "-c", POLLER, server.url]
         with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as poller:
             idle_from = time.monotonic()
             time.sleep(idle_seconds)
             loaded_from = time.monotonic()
             try:
-                turns = asyncio.run(concurrent_turns(server.url, PROMPTS[:STREAMS], tokens))
+                turns = asyncio.run(concurrent_turns(server.url, fresh_prompts(STREAMS), tokens))
             finally:
                 loaded_until = time.monotonic()
                 output, _ = poller.communicate(b"stop\n")

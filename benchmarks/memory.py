@@ -20,8 +20,8 @@ import sys
 import threading
 
 from _harness import (
-    PROMPTS,
     concurrent_turns,
+    fresh_prompts,
     parser,
     print_machine,
     print_table,
@@ -78,7 +78,7 @@ def main() -> None:
     bare_loaded, bare = bare_model_memory()
     with served(["--max-concurrent", str(STREAMS), *args.server_args]) as server:
         ready = read_memory(server.pid)
-        asyncio.run(concurrent_turns(server.url, PROMPTS[:1], 8))
+        asyncio.run(concurrent_turns(server.url, fresh_prompts(1), 8))
         idle = read_memory(server.pid)
         finished = threading.Event()
         samples = [idle["VmRSS"]]
@@ -90,7 +90,7 @@ def main() -> None:
         sampler = threading.Thread(target=sample)
         sampler.start()
         try:
-            asyncio.run(concurrent_turns(server.url, PROMPTS[:STREAMS], tokens))
+            asyncio.run(concurrent_turns(server.url, fresh_prompts(STREAMS), tokens))
         finally:
             finished.set()
             sampler.join()

@@ -20,10 +20,10 @@ import asyncio
 import statistics
 
 from _harness import (
-    PROMPTS,
     Direct,
     Turn,
     chat_turn,
+    fresh_prompts,
     greedy_session,
     parser,
     print_machine,
@@ -51,16 +51,16 @@ def main() -> None:
     args = arguments.parse_args()
     tokens, rounds = (32, 1) if args.quick else (args.tokens, args.rounds)
     print_machine(f"served vs direct: one greedy reply of {tokens} tokens, {rounds} rounds")
-    user_input = PROMPTS[0]
     direct = Direct.load()
     served_turns: list[Turn] = []
     direct_rates: list[float] = []
     same_text = 0
     rows: list[list[object]] = []
     with served(args.server_args) as server:
-        asyncio.run(served_turn(server.url, user_input, 8))  # warm-up, both sides
-        direct.generate([user_input], 8)
+        asyncio.run(served_turn(server.url, fresh_prompts(1)[0], 8))  # warm-up, both sides
+        direct.generate(fresh_prompts(1), 8)
         for number in range(1, rounds + 1):
+            user_input = fresh_prompts(1)[0]
             turn = asyncio.run(served_turn(server.url, user_input, tokens))
             batch = direct.generate([user_input], tokens)
             served_turns.append(turn)

@@ -96,4 +96,6 @@ def build_chat_stream(settings: Settings, redis: Redis) -> ChatStream:
         queue_timeout=settings.queue_timeout,
         lease_ttl=settings.lease_ttl,
         api_keys=settings.api_key_list,
+        prefill_tokens=settings.prefill_tokens,
+        prefix_cache_mb=settings.prefix_cache_mb,
     )

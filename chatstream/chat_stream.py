@@ -18,7 +18,12 @@ from sessions import Session
 
 from .admission.base import Admission
 from .body import parse_json, read_body, validate_chat_body
-from .engines.base import Engine, GenerationRequest
+from .engines.base import (
+    DEFAULT_PREFILL_TOKENS,
+    DEFAULT_PREFIX_CACHE_MB,
+    Engine,
+    GenerationRequest,
+)
 from .errors import ChatStreamError
 from .feedback import FeedbackHook
 from .metrics import Metrics
@@ -64,11 +69,19 @@ class ChatStream:
         lease_ttl: float = 15.0,
         on_feedback: FeedbackHook | None = None,
         api_keys: Sequence[str] = (),
+        prefill_tokens: int = DEFAULT_PREFILL_TOKENS,
+        prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
     ) -> None:
         if engine is None:
             if model is None or tokenizer is None:
                 raise TypeError("ChatStream needs model= and tokenizer=, or engine=")
-            engine = default_engine(model, tokenizer, chat_template)
+            engine = default_engine(
+                model,
+                tokenizer,
+                chat_template,
+                prefill_tokens=prefill_tokens,
+                prefix_cache_mb=prefix_cache_mb,
+            )
             if context_len is None:
                 context_len = getattr(model.config, "max_position_embeddings", None)
         self.engine = engine
@@ -238,7 +251,14 @@ class ChatStream:
         await self.engine.aclose()
 
 
-def default_engine(model: Any, tokenizer: Any, chat_template: str | None) -> Engine:
+def default_engine(
+    model: Any,
+    tokenizer: Any,
+    chat_template: str | None,
+    *,
+    prefill_tokens: int = DEFAULT_PREFILL_TOKENS,
+    prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
+) -> Engine:
     """Continuous batching (``BatchedEngine``, 8 slots) where the model allows it, else one
     ``generate`` at a time (``TransformersEngine``, e.g. for sliding-window attention)."""
     from .engines.batched import BatchedEngine
@@ -247,6 +267,14 @@ def default_engine(model: Any, tokenizer: Any, chat_template: str | None) -> Eng
 
     renderer = ChatTemplateRenderer(tokenizer, chat_template)
     try:
-        return BatchedEngine(model, tokenizer, renderer=renderer)
-    except ValueError:
+        return BatchedEngine(
+            model,
+            tokenizer,
+            renderer=renderer,
+            prefill_tokens=prefill_tokens,
+            prefix_cache_mb=prefix_cache_mb,
+        )
+    except ValueError as exc:
+        if "sliding-window" not in str(exc):
+            raise
         return TransformersEngine(model, tokenizer, renderer=renderer)

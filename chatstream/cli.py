@@ -27,6 +27,11 @@ HELP = {
     "max_new_tokens": "default reply length cap, in tokens",
     "api_keys": "Bearer tokens the OpenAI-compatible /v1 routes require, comma-separated; "
     "unset = open",
+    "prefill_tokens": "new prompt tokens per prefill pass of the batched engine: smaller gives "
+    "a burst of requests their first tokens sooner, larger prefills more at once",
+    "prefix_cache_mb": "MiB kept of recent prompts' and replies' KV cache, so a prompt that "
+    "starts like one of them (system prompt, a conversation's earlier turns) skips that part; "
+    "0 = off",
 }
 
 

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from .engines.base import DEFAULT_PREFILL_TOKENS, DEFAULT_PREFIX_CACHE_MB
 from .errors import ChatStreamError
 
 
@@ -32,6 +33,16 @@ class Settings:
     lease_ttl: float = field(default=15.0, metadata={"env": "CHATSTREAM_LEASE_TTL"})
     max_new_tokens: int = field(default=256, metadata={"env": "CHATSTREAM_MAX_NEW_TOKENS"})
     api_keys: str | None = field(default=None, metadata={"env": "CHATSTREAM_API_KEYS"})
+    prefill_tokens: int = field(
+        default=DEFAULT_PREFILL_TOKENS, metadata={"env": "CHATSTREAM_PREFILL_TOKENS"}
+    )
+    prefix_cache_mb: float = field(
+        default=DEFAULT_PREFIX_CACHE_MB, metadata={"env": "CHATSTREAM_PREFIX_CACHE_MB"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.prefill_tokens < 1:
+            raise ConfigError(f"CHATSTREAM_PREFILL_TOKENS={self.prefill_tokens} must be >= 1")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

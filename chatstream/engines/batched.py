@@ -1,19 +1,26 @@
 """The batched engine: every stream of an instance shares the model through continuous batching.
 
-One worker thread owns the model and runs a decoding loop over a dynamic batch. Before each
-step it drops the rows whose consumer went away and admits waiting requests up to ``slots``:
-newcomers are prefilled together, then their KV cache is merged into the running batch's
-(rows are left-padded to a common width and masked). A row leaves the batch, its cache
-index-selected away, as soon as it ends. Each row samples with its own parameters.
-Token ids reach each consumer through ``loop.call_soon_threadsafe`` into its own
-``asyncio.Queue``; the consumer detokenizes and applies stop strings, as in
-:class:`~chatstream.engines.hf.TransformersEngine`.
+One worker thread owns the model and runs a loop over a dynamic batch. Each turn of the loop
+runs at most one prefill pass, then one decoding step of the running rows. Waiting requests are
+admitted in arrival order, up to ``slots`` rows, as prefill groups of at most
+``prefill_tokens`` (padded) new prompt tokens: a group's rows get their first tokens as soon as
+its pass ends, without waiting for later groups, and its KV cache then joins the running
+batch's (rows are padded to a common width, and a mask hides the padding). A prompt longer than
+``prefill_tokens`` is prefilled in chunks, one per turn, so the running rows keep decoding while
+it fills. A prompt that starts like a recent one (the shared system prompt; the history that a
+conversation's next turn repeats) takes that start's keys and values from a
+:class:`~chatstream.engines.prefix_cache.PrefixCache` and is prefilled from where it differs. A
+row leaves the batch, its cache index-selected away, as soon as it ends or its consumer goes
+away. Each row samples with its own parameters. Token ids reach each consumer through
+``loop.call_soon_threadsafe`` into its own ``asyncio.Queue``; the consumer detokenizes and
+applies stop strings, as in :class:`~chatstream.engines.hf.TransformersEngine`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
@@ -26,11 +33,14 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.generation.utils import ALL_CACHE_NAMES
 
 from .base import (
+    DEFAULT_PREFILL_TOKENS,
+    DEFAULT_PREFIX_CACHE_MB,
     GenerationEvent,
     GenerationParams,
     GenerationRequest,
     PromptRenderer,
 )
+from .prefix_cache import KeysAndValues, PrefixCache, PrefixMatch
 from .tokens import TokenEngine
 
 # The keyword under which this transformers' models take their KV cache ("cache" from 5.x on).
@@ -40,8 +50,13 @@ _CACHE_KEYWORD: str = ALL_CACHE_NAMES[0]
 class BatchedEngine(TokenEngine):
     """Streams replies of a Hugging Face causal LM, decoding all its streams as one batch.
 
-    ``slots`` is the largest batch: requests beyond it wait for a row to free up. Finish
-    reasons, token counts, stop strings, cancellation and errors behave as in
+    ``slots`` is the largest batch: requests beyond it wait for a row to free up.
+    ``prefill_tokens`` bounds one prefill pass (rows times their padded new prompt tokens):
+    smaller passes give the first tokens of a burst of requests sooner, and keep a long prompt
+    from stalling the running rows for its whole prefill. ``prefix_cache_mb`` is the memory for
+    the keys and values of recent prompts and replies, so that a prompt starting like one of
+    them is prefilled only from where it differs (0 turns this off). Finish reasons, token
+    counts, stop strings, cancellation and errors behave as in
     :class:`~chatstream.engines.hf.TransformersEngine`; an exception raised by the model fails
     the requests that were in that forward pass, and the engine goes on with new ones. The
     model must use full attention in every layer (its KV cache is re-padded when rows join).
@@ -54,6 +69,8 @@ class BatchedEngine(TokenEngine):
         *,
         renderer: PromptRenderer | None = None,
         slots: int = 8,
+        prefill_tokens: int = DEFAULT_PREFILL_TOKENS,
+        prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
         model_name: str | None = None,
     ) -> None:
         layers = DynamicCache(config=model.config).layers
@@ -62,11 +79,26 @@ class BatchedEngine(TokenEngine):
                 f"{type(model).__name__} has sliding-window or other non-full attention layers, "
                 "which BatchedEngine cannot batch: use TransformersEngine"
             )
+        if prefill_tokens < 1:
+            raise ValueError("prefill_tokens must be >= 1")
+        if prefix_cache_mb < 0:
+            raise ValueError("prefix_cache_mb must be >= 0")
         super().__init__(model, tokenizer, renderer=renderer, slots=slots, model_name=model_name)
+        self._prefill_tokens = prefill_tokens
+        self._prefixes = PrefixCache(int(prefix_cache_mb * 2**20))
         self._waiting: deque[_Sequence] = deque()
         self._wake = threading.Condition()
         self._worker = threading.Thread(target=self._run, name="chatstream-batched", daemon=True)
         self._worker.start()
+
+    @property
+    def prefill_tokens(self) -> int:
+        return self._prefill_tokens
+
+    @property
+    def prefix_cache(self) -> PrefixCache:
+        """The stored prompts' keys and values (owned by the worker thread: read only)."""
+        return self._prefixes
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         sequence = _Sequence(request.prompt, request.params)
@@ -89,26 +121,32 @@ class BatchedEngine(TokenEngine):
     # The worker thread.
 
     def _run(self) -> None:
-        batch: _Batch | None = None
+        batch: _Batch | None = None  # the rows that decode
+        filling: _Prefill | None = None  # newcomers part-way through their prefill
         with torch.inference_mode():
-            while (newcomers := self._admit(batch)) is not None:
-                try:
-                    if newcomers:
-                        batch = _merge(batch, self._prefill(newcomers))
-                    if batch is not None:
-                        batch = self._step(batch)
-                except Exception as exc:  # the forward pass failed: so did its rows
-                    for sequence in (*(batch.rows if batch else ()), *newcomers):
-                        sequence.end(exc)
-                    batch = None
+            while (group := self._admit(batch, filling)) is not None:
+                if group:
+                    filling = self._start(group)
+                if filling is not None:
+                    filling, ready = self._fill(filling)
+                    batch = _merge(batch, ready)
+                if batch is not None:
+                    batch = self._step(batch)
+        self._prefixes.clear()
         with self._wake:
             waiting = list(self._waiting)
-        for sequence in (*(batch.rows if batch else ()), *waiting):
+        for sequence in (
+            *(batch.rows if batch else ()),
+            *(filling.batch.rows if filling else ()),
+            *waiting,
+        ):
             sequence.end()
 
-    def _admit(self, batch: _Batch | None) -> list[_Sequence] | None:
-        """Wait for work; take the waiting requests that fit. ``None``: the engine closed."""
-        running = len(batch.rows) if batch else 0
+    def _admit(self, batch: _Batch | None, filling: _Prefill | None) -> list[_Sequence] | None:
+        """Wait for work; drop the waiting requests whose consumer left; unless a prefill is
+        under way, take the next group that fits the free rows and the prefill budget.
+        ``None``: the engine closed."""
+        running = (len(batch.rows) if batch else 0) + (len(filling.batch.rows) if filling else 0)
         with self._wake:
             while not (self._closed or self._waiting or running):
                 self._wake.wait()
@@ -117,39 +155,88 @@ class BatchedEngine(TokenEngine):
             for sequence in [s for s in self._waiting if s.cancelled]:
                 self._waiting.remove(sequence)
                 sequence.end()
-            free = min(self._slots - running, len(self._waiting))
-            return [self._waiting.popleft() for _ in range(free)]
+            if filling is not None:
+                return []
+            # Only this thread takes requests out: they stay first in line while unlocked.
+            candidates = list(itertools.islice(self._waiting, self._slots - running))
+        group: list[_Sequence] = []
+        failed: list[_Sequence] = []
+        width = 0  # the group's new tokens per row, padded
+        for sequence in candidates:
+            if not self._tokenize(sequence):
+                failed.append(sequence)
+                continue
+            sequence.prefix = self._prefixes.match(sequence.token_ids)
+            sequence.cached_tokens = sequence.prefix.tokens if sequence.prefix else 0
+            wider = max(width, sequence.prompt_tokens - sequence.cached_tokens)
+            if group and wider * (len(group) + 1) > self._prefill_tokens:
+                break
+            group.append(sequence)
+            width = wider
+        with self._wake:
+            for sequence in (*group, *failed):
+                self._waiting.remove(sequence)
+        return group
 
-    def _prefill(self, newcomers: list[_Sequence]) -> _Batch | None:
-        """Prefill the newcomers together and sample their first tokens; if that fails, only
-        the newcomers fail."""
+    def _tokenize(self, sequence: _Sequence) -> bool:
+        """Give a waiting request its prompt's token ids (once); if that fails, end it."""
+        if sequence.prompt_tokens:
+            return True
         try:
-            for sequence in newcomers:
-                sequence.token_ids = self._tokenizer.encode(
-                    sequence.prompt, add_special_tokens=False
-                )
-                sequence.prompt_tokens = len(sequence.token_ids)
-            group, logits = _Batch.prefill(self._model, newcomers)
-            return self._advance(group, logits)
+            sequence.token_ids = self._tokenizer.encode(sequence.prompt, add_special_tokens=False)
+            if not sequence.token_ids:
+                raise ValueError("the prompt has no tokens")
         except Exception as exc:
-            for sequence in newcomers:
+            sequence.end(exc)
+            return False
+        sequence.prompt_tokens = len(sequence.token_ids)
+        return True
+
+    def _start(self, group: list[_Sequence]) -> _Prefill | None:
+        try:
+            return _Prefill(self._model, group)
+        except Exception as exc:
+            for sequence in group:
                 sequence.end(exc)
             return None
 
+    def _fill(self, filling: _Prefill) -> tuple[_Prefill | None, _Batch | None]:
+        """Run the next prefill pass; once the prompts are in, store them for reuse and sample
+        the rows' first tokens. Returns what is still prefilling and what joins the running
+        batch. If the pass fails, only its rows fail."""
+        try:
+            remaining = filling.without_cancelled()
+            if remaining is None:
+                return None, None
+            logits = remaining.run(self._model, self._prefill_tokens)
+            if logits is None:
+                return remaining, None
+            self._remember(remaining.batch, range(len(remaining.batch.rows)))
+            return None, self._advance(remaining.batch, logits)
+        except Exception as exc:
+            for sequence in filling.batch.rows:
+                sequence.end(exc)
+            return None, None
+
     def _step(self, batch: _Batch) -> _Batch | None:
-        """Drop the rows whose consumer left, then decode one token for every other row."""
-        kept = []
-        for i, sequence in enumerate(batch.rows):
-            if sequence.cancelled:
-                sequence.end()
-            else:
-                kept.append(i)
-        running = batch.select(kept)
-        return self._advance(running, running.decode(self._model)) if running else None
+        """Drop the rows whose consumer left, then decode one token for every other row. If
+        the step fails, its rows fail."""
+        try:
+            left = [i for i, row in enumerate(batch.rows) if row.cancelled]
+            self._remember(batch, left)
+            for i in left:
+                batch.rows[i].end()
+            running = batch.select([i for i in range(len(batch.rows)) if i not in left])
+            return self._advance(running, running.decode(self._model)) if running else None
+        except Exception as exc:
+            for sequence in batch.rows:
+                sequence.end(exc)
+            return None
 
     def _advance(self, batch: _Batch, logits: torch.Tensor) -> _Batch | None:
-        """Hand each row its next token; the rows that are done leave the batch."""
-        running = []
+        """Hand each row its next token; the rows that are done leave the batch (their prompt
+        and reply stay in the prefix cache)."""
+        running, done = [], []
         tokens = _next_tokens(logits, batch.rows)
         for i, (sequence, token) in enumerate(zip(batch.rows, tokens, strict=True)):
             sequence.token_ids.append(token)
@@ -157,9 +244,18 @@ class BatchedEngine(TokenEngine):
             sequence.post([token])
             if token in self._end_token_ids or sequence.generated >= sequence.params.max_new_tokens:
                 sequence.end()
+                done.append(i)
             else:
                 running.append(i)
+        self._remember(batch, done)
         return batch.select(running)
+
+    def _remember(self, batch: _Batch, indices: Sequence[int]) -> None:
+        """Store these rows' keys and values in the prefix cache."""
+        if self._prefixes.capacity_bytes:
+            for i in indices:
+                ids, layers = batch.row_cache(i)
+                self._prefixes.store(ids, layers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +273,9 @@ class _Sequence:
         self.generated = 0
         # The prompt's ids and the reply's so far (the repetition penalty's history).
         self.token_ids: list[int] = []
+        # The start of the prompt found in the prefix cache, until the prefill takes it.
+        self.prefix: PrefixMatch | None = None
+        self.cached_tokens = 0
         # Set by the consumer, read by the worker before each step.
         self.cancelled = False
         self._loop = asyncio.get_running_loop()
@@ -195,6 +294,7 @@ class _Sequence:
         """Post the end (once); from the worker thread."""
         if not self._ending:
             self._ending = True
+            self.prefix = None
             self.post(_End(error))
 
     async def receive(self) -> list[int] | None:
@@ -218,58 +318,53 @@ class _Sequence:
 
 
 class _Batch:
-    """Sequences decoded together: one row each in a KV cache ``width`` tokens wide.
+    """Sequences decoded together: one row each in a KV cache as wide as ``valid``.
 
-    Each row's ``lengths[i]`` tokens are right-aligned; the columns left of them are padding
-    that the attention mask hides.
+    ``valid[i, c]`` says whether cache column ``c`` of row ``i`` holds one of its tokens; the
+    others are padding, which the attention mask hides. ``positions[i]`` is the position of row
+    ``i``'s next token (how many tokens it has in the cache).
     """
 
     def __init__(
         self,
         rows: list[_Sequence],
         cache: DynamicCache,
-        lengths: list[int],
-        width: int,
-        device: torch.device,
+        valid: torch.Tensor,
+        positions: list[int],
     ) -> None:
         self.rows = rows
         self.cache = cache
-        self.lengths = lengths
-        self.width = width
-        self.device = device
+        self.valid = valid
+        self.positions = positions
 
-    @classmethod
-    def prefill(cls, model: PreTrainedModel, rows: list[_Sequence]) -> tuple[_Batch, torch.Tensor]:
-        """Run the rows' prompts, left-padded to the longest; return the batch and its logits."""
-        lengths = [len(row.token_ids) for row in rows]
-        width = max(lengths)
-        cache = DynamicCache(config=model.config)
-        batch = cls(rows, cache, lengths, width, model.device)
-        ids = [[0] * (width - n) + row.token_ids for n, row in zip(lengths, rows, strict=True)]
-        positions = [[max(0, p - width + n) for p in range(width)] for n in lengths]
-        return batch, batch._forward(model, ids, positions)
+    @property
+    def width(self) -> int:
+        return int(self.valid.shape[1])
 
     def decode(self, model: PreTrainedModel) -> torch.Tensor:
         """Feed each row its last token; return the next-token logits."""
-        positions = [[n] for n in self.lengths]
-        self.lengths = [n + 1 for n in self.lengths]
-        self.width += 1
-        return self._forward(model, [[row.token_ids[-1]] for row in self.rows], positions)
+        positions = [[p] for p in self.positions]
+        self.positions = [p + 1 for p in self.positions]
+        self.valid = torch.cat([self.valid, self.valid.new_ones(len(self.rows), 1)], dim=1)
+        ids = [[row.token_ids[-1]] for row in self.rows]
+        return self.forward(model, ids, positions, self.valid)
 
     def select(self, indices: list[int]) -> _Batch | None:
-        """The batch with only these rows (``None`` if none), trimmed of padding no row needs."""
+        """The batch with only these rows (``None`` if none), trimmed of the padding columns on
+        the left that no row needs."""
         if len(indices) == len(self.rows):
             return self
         if not indices:
             return None
-        lengths = [self.lengths[i] for i in indices]
-        trim = self.width - max(lengths)
-        index = torch.tensor(indices, device=self.device)
+        index = torch.tensor(indices, device=self.valid.device)
+        valid = self.valid[index]
+        trim = int(valid.any(dim=0).int().argmax())  # the first column some row uses
         for layer in _layers(self.cache):
             layer.keys = layer.keys[index, :, trim:]
             layer.values = layer.values[index, :, trim:]
         rows = [self.rows[i] for i in indices]
-        return _Batch(rows, self.cache, lengths, self.width - trim, self.device)
+        positions = [self.positions[i] for i in indices]
+        return _Batch(rows, self.cache, valid[:, trim:], positions)
 
     def extend(self, other: _Batch) -> None:
         """Append ``other``'s rows, padding the narrower of the two caches on the left."""
@@ -277,28 +372,124 @@ class _Batch:
         for mine, theirs in zip(_layers(self.cache), _layers(other.cache), strict=True):
             mine.keys = _stack(mine.keys, theirs.keys, width)
             mine.values = _stack(mine.values, theirs.values, width)
+        self.valid = torch.cat([_pad_columns(self.valid, width), _pad_columns(other.valid, width)])
         self.rows = self.rows + other.rows
-        self.lengths = self.lengths + other.lengths
-        self.width = width
+        self.positions = self.positions + other.positions
 
-    def _forward(
-        self, model: PreTrainedModel, ids: list[list[int]], positions: list[list[int]]
+    def row_cache(self, i: int) -> tuple[list[int], KeysAndValues]:
+        """Row ``i``'s token ids in the cache, and copies of their keys and values."""
+        columns = self.valid[i]
+        layers = [
+            (layer.keys[i][:, columns], layer.values[i][:, columns])
+            for layer in _layers(self.cache)
+        ]
+        return self.rows[i].token_ids[: self.positions[i]], layers
+
+    def forward(
+        self,
+        model: PreTrainedModel,
+        ids: list[list[int]],
+        positions: list[list[int]],
+        valid: torch.Tensor,
     ) -> torch.Tensor:
-        """Run the model on ``ids`` (``width`` and ``lengths`` already count them)."""
-        mask = None
-        if min(self.lengths) < self.width:
-            lengths = torch.tensor(self.lengths, device=self.device)
-            mask = torch.arange(self.width, device=self.device) >= (self.width - lengths)[:, None]
+        """Run the model on ``ids`` (the cache's next columns; ``valid`` covers the cache up to
+        and with them); return the next-token logits after their last column."""
         inputs: dict[str, Any] = {
-            "input_ids": torch.tensor(ids, device=self.device),
-            "attention_mask": mask,
-            "position_ids": torch.tensor(positions, device=self.device),
+            "input_ids": torch.tensor(ids, device=valid.device),
+            "attention_mask": None if bool(valid.all()) else valid,
+            "position_ids": torch.tensor(positions, device=valid.device),
             _CACHE_KEYWORD: self.cache,
             "use_cache": True,
             "logits_to_keep": 1,
         }
         logits = cast(torch.Tensor, model(**inputs).logits)
         return logits[:, -1].float()
+
+
+class _Prefill:
+    """Newcomers whose prompts go into a fresh KV cache, a chunk of columns per pass; once all
+    are in, :attr:`batch` is ready to decode.
+
+    Row ``i`` holds the start of its prompt found in the prefix cache (``r`` tokens,
+    right-aligned in the first ``R`` columns, ``R`` the longest such start), then the rest of
+    its prompt (``s`` tokens, right-aligned in the last ``S`` columns): its columns are ``R - r``
+    padding, ``r`` cached, ``S - s`` padding, ``s`` new.
+    """
+
+    def __init__(self, model: PreTrainedModel, rows: list[_Sequence]) -> None:
+        cached = [row.cached_tokens for row in rows]
+        new = [len(row.token_ids) - r for row, r in zip(rows, cached, strict=True)]
+        self.cached, self.new = max(cached), max(new)
+        cache = DynamicCache(config=model.config)
+        if self.cached:
+            self._load_prefixes(cache, rows)
+        valid = torch.tensor(
+            [
+                [False] * (self.cached - r) + [True] * r + [False] * (self.new - s) + [True] * s
+                for r, s in zip(cached, new, strict=True)
+            ],
+            device=model.device,
+        )
+        self.batch = _Batch(rows, cache, valid, [len(row.token_ids) for row in rows])
+        self.starts = [self.batch.width - s for s in new]  # each row's first new column
+        self.done = self.cached  # the columns already in the cache
+
+    def _load_prefixes(self, cache: DynamicCache, rows: list[_Sequence]) -> None:
+        """Put each row's cached start in the first columns, padded on the left."""
+        template = next(row.prefix for row in rows if row.prefix is not None).layers
+        for index, (k0, v0) in enumerate(template):
+            heads, _, dim = k0.shape
+            keys, values = [], []
+            for row in rows:
+                if row.prefix is None:
+                    keys.append(k0.new_zeros(heads, self.cached, dim))
+                    values.append(v0.new_zeros(heads, self.cached, dim))
+                else:
+                    k, v = row.prefix.layers[index]
+                    keys.append(_pad_left(k, self.cached))
+                    values.append(_pad_left(v, self.cached))
+            cache.update(torch.stack(keys), torch.stack(values), index)
+        for row in rows:
+            row.prefix = None  # the cache holds its own copy now
+
+    def run(self, model: PreTrainedModel, budget: int) -> torch.Tensor | None:
+        """Run the next columns, at most ``budget`` tokens in all; the next-token logits once
+        the prompts are all in, else ``None``."""
+        batch = self.batch
+        start = self.done
+        end = min(batch.width, start + max(1, budget // len(batch.rows)))
+        ids, positions = [], []
+        for row, total, first in zip(batch.rows, batch.positions, self.starts, strict=True):
+            # From its first new column on, column c holds the row's token c - offset.
+            offset = batch.width - total
+            columns = range(start, end)
+            ids.append([row.token_ids[c - offset] if c >= first else 0 for c in columns])
+            positions.append([c - offset if c >= first else 0 for c in columns])
+        logits = batch.forward(model, ids, positions, batch.valid[:, :end])
+        self.done = end
+        return logits if end == batch.width else None
+
+    def without_cancelled(self) -> _Prefill | None:
+        """This prefill without the rows whose consumer left (they end); ``None`` if none is
+        left."""
+        batch = self.batch
+        kept = [i for i, row in enumerate(batch.rows) if not row.cancelled]
+        if len(kept) == len(batch.rows):
+            return self
+        for row in batch.rows:
+            if row.cancelled:
+                row.end()
+        if not kept:
+            return None
+        index = torch.tensor(kept, device=batch.valid.device)
+        for layer in _layers(batch.cache):
+            layer.keys = layer.keys[index]
+            layer.values = layer.values[index]
+        batch.rows = [batch.rows[i] for i in kept]
+        batch.valid = batch.valid[index]
+        batch.positions = [batch.positions[i] for i in kept]
+        self.starts = [self.starts[i] for i in kept]
+        return self
 
 
 class _KeysAndValues(Protocol):
@@ -323,6 +514,12 @@ def _merge(batch: _Batch | None, newcomers: _Batch | None) -> _Batch | None:
 def _stack(mine: torch.Tensor, theirs: torch.Tensor, width: int) -> torch.Tensor:
     """Two ``(batch, heads, tokens, dim)`` cache tensors as one, left-padded to ``width``."""
     return torch.cat([_pad_left(mine, width), _pad_left(theirs, width)])
+
+
+def _pad_columns(valid: torch.Tensor, width: int) -> torch.Tensor:
+    """A ``(rows, columns)`` mask padded on the left with ``False`` to ``width`` columns."""
+    padding = width - valid.shape[1]
+    return torch.nn.functional.pad(valid, (padding, 0), value=False) if padding else valid
 
 
 def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
