@@ -1,7 +1,9 @@
 """The batched engine: every stream of an instance shares the model through continuous batching.
 
 One worker thread owns the model and runs a loop over a dynamic batch. Each turn of the loop
-runs at most one prefill pass, then one decoding step of the running rows. Waiting requests are
+runs at most one prefill pass, then one decoding step of the running rows (unless every running
+row got its first token in that very pass and more requests wait: then the next group goes
+first, and the running rows never wait for more than one prefill pass). Waiting requests are
 admitted in arrival order, up to ``slots`` rows, as prefill groups of at most
 ``prefill_tokens`` (padded) new prompt tokens: a group's rows get their first tokens as soon as
 its pass ends, without waiting for later groups, and its KV cache then joins the running
@@ -129,6 +131,9 @@ class BatchedEngine(TokenEngine):
                     filling = self._start(group)
                 if filling is not None:
                     filling, ready = self._fill(filling)
+                    if batch is None and ready is not None and self._more_waiting(ready):
+                        batch = ready  # only newcomers run: the next group need not wait
+                        continue
                     batch = _merge(batch, ready)
                 if batch is not None:
                     batch = self._step(batch)
@@ -177,6 +182,11 @@ class BatchedEngine(TokenEngine):
             for sequence in (*group, *failed):
                 self._waiting.remove(sequence)
         return group
+
+    def _more_waiting(self, batch: _Batch) -> bool:
+        """Whether requests wait that could join besides ``batch``'s rows."""
+        with self._wake:
+            return bool(self._waiting) and len(batch.rows) < self._slots
 
     def _tokenize(self, sequence: _Sequence) -> bool:
         """Give a waiting request its prompt's token ids (once); if that fails, end it."""

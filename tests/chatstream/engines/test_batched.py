@@ -282,7 +282,8 @@ async def test_running_rows_decode_between_the_chunks_of_a_long_prompt(
 async def test_a_burst_is_prefilled_in_budget_sized_groups_in_arrival_order(
     make_engine: EngineFactory,
 ) -> None:
-    """Each group's rows stream their first token before the later groups are prefilled."""
+    """Each group's rows stream their first token before the later groups are prefilled, and
+    the running rows never wait for more than one prefill pass."""
     model = ShapeRecordingLlama(step_delay=0.02)
     budget = 2 * prompt_tokens("hi0")
     engine = make_engine(model, prefill_tokens=budget)
@@ -306,6 +307,11 @@ async def test_a_burst_is_prefilled_in_budget_sized_groups_in_arrival_order(
     assert len(prefills) >= 3
     assert passes_at_first_token[0] < passes - 3  # long before the last group's prefill
     assert passes_at_first_token == sorted(passes_at_first_token)
+    # Only newcomers run after the first group: the second follows at once. From then on the
+    # running rows decode between any two prefill passes.
+    prefill_passes = [i for i, (_, columns) in enumerate(model.shapes) if columns > 1]
+    assert prefill_passes[:2] == [0, 1]
+    assert all(b - a > 1 for a, b in itertools.pairwise(prefill_passes[1:]))
     assert replies == [await reference(model, i, 4) for i in inputs]
 
 
