@@ -50,6 +50,7 @@ class Reply:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
     generation_started: bool = False
 
     @property
@@ -105,6 +106,7 @@ class GenerationStream(Response):
                 "finish_reason": self.reply.finish_reason,
                 "prompt_tokens": self.reply.prompt_tokens,
                 "completion_tokens": self.reply.completion_tokens,
+                "cached_tokens": self.reply.cached_tokens,
                 "queue_wait_ms": round(self._queue_wait * 1000, 1),
                 "duration_ms": round((time.perf_counter() - self._arrived) * 1000, 1),
             },
@@ -135,6 +137,7 @@ class GenerationStream(Response):
             "usage": {
                 "prompt_tokens": self.reply.prompt_tokens,
                 "completion_tokens": self.reply.completion_tokens,
+                "cached_tokens": self.reply.cached_tokens,
             },
         }
 
@@ -235,7 +238,10 @@ class GenerationStream(Response):
                         reply.finish_reason = event.finish_reason
                         reply.prompt_tokens = event.prompt_tokens
                         reply.completion_tokens = event.completion_tokens
+                        reply.cached_tokens = event.cached_tokens
                         metrics.tokens_generated.inc(event.completion_tokens)
+                        metrics.prompt_tokens.inc(event.prompt_tokens)
+                        metrics.prompt_tokens_cached.inc(event.cached_tokens)
         except (asyncio.CancelledError, ClientGone):
             raise
         except Exception:

@@ -17,6 +17,7 @@ STREAM_FIELDS = (
     "finish_reason",
     "prompt_tokens",
     "completion_tokens",
+    "cached_tokens",
     "queue_wait_ms",
     "duration_ms",
 )

@@ -44,6 +44,16 @@ class Metrics:
         self.tokens_generated = Counter(
             "chatstream_tokens_generated", "Completion tokens generated.", registry=self.registry
         )
+        self.prompt_tokens = Counter(
+            "chatstream_prompt_tokens",
+            "Prompt tokens of finished generations.",
+            registry=self.registry,
+        )
+        self.prompt_tokens_cached = Counter(
+            "chatstream_prompt_tokens_cached",
+            "Prompt tokens whose keys and values came from the engine's prefix cache.",
+            registry=self.registry,
+        )
         self.outcomes = Counter(
             "chatstream_outcomes",
             "Chat streams by how they ended.",

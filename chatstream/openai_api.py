@@ -140,12 +140,14 @@ class CompletionHead:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
 
 
-def _usage(summary: dict[str, Any]) -> dict[str, int]:
-    prompt, completion = summary["usage"]["prompt_tokens"], summary["usage"]["completion_tokens"]
+def _usage(summary: dict[str, Any]) -> dict[str, Any]:
+    usage = summary["usage"]
+    prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": usage["cached_tokens"]},
     }
 
 

@@ -61,6 +61,8 @@ class GenerationDone:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
+    """Of the prompt tokens, those whose keys and values came from a cache (not run again)."""
 
 
 GenerationEvent = TextDelta | GenerationDone

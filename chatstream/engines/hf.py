@@ -118,6 +118,7 @@ class _Job:
         self.prompt = prompt
         self.params = params
         self.prompt_tokens = 0
+        self.cached_tokens = 0  # generate() runs every prompt whole
         self.cancelled = threading.Event()
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[list[int] | None] = asyncio.Queue()

@@ -24,6 +24,7 @@ class TokenSource(Protocol):
     """One generation's token ids as a worker produces them."""
 
     prompt_tokens: int
+    cached_tokens: int
 
     async def receive(self) -> list[int] | None:
         """The next generated ids; None once the worker is done."""
@@ -65,7 +66,7 @@ async def stream_reply(
         finish = "cancelled"
     else:
         finish = "length"
-    yield GenerationDone(finish, source.prompt_tokens, generated)
+    yield GenerationDone(finish, source.prompt_tokens, generated, source.cached_tokens)
 
 
 def end_token_ids(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from chatstream import ChatStream
@@ -9,7 +11,7 @@ from chatstream.config import ConfigError, Settings
 from chatstream.engines.batched import BatchedEngine
 
 from .conftest import client_for
-from .tiny_model import tiny_llama, tiny_tokenizer
+from .tiny_model import TinyLlama, tiny_llama, tiny_tokenizer
 
 
 async def test_the_served_app_holds_a_conversation() -> None:
@@ -57,6 +59,9 @@ def test_cli_has_a_flag_for_every_setting(capsys: pytest.CaptureFixture[str]) ->
         "CHATSTREAM_QUEUE_TIMEOUT",
         "CHATSTREAM_LEASE_TTL",
         "CHATSTREAM_MAX_NEW_TOKENS",
+        "CHATSTREAM_API_KEYS",
+        "CHATSTREAM_PREFILL_TOKENS",
+        "CHATSTREAM_PREFIX_CACHE_MB",
     ):
         assert variable in help_text
 
@@ -97,5 +102,36 @@ async def test_a_model_is_served_with_continuous_batching_by_default() -> None:
     chat_stream = ChatStream(tiny_llama(), tiny_tokenizer())
     assert isinstance(chat_stream.engine, BatchedEngine)
     assert chat_stream.engine.slots == 8
+    assert chat_stream.engine.prefill_tokens == 256
+    assert chat_stream.engine.prefix_cache.capacity_bytes == 256 * 2**20
     assert chat_stream.context_len == tiny_llama().config.max_position_embeddings
     await chat_stream.aclose()
+
+
+async def test_a_follow_up_turn_reports_the_prompt_tokens_it_took_from_the_prefix_cache() -> None:
+    model = TinyLlama()  # printable replies, which the next prompt repeats token for token
+    chat_stream = ChatStream(model, tiny_tokenizer(), prefill_tokens=32, prefix_cache_mb=1)
+    assert isinstance(chat_stream.engine, BatchedEngine)
+    assert chat_stream.engine.prefill_tokens == 32
+    assert chat_stream.engine.prefix_cache.capacity_bytes == 2**20
+    app = create_app(Settings(secret_key="k"), chat_stream=chat_stream)
+    async with client_for(app) as client:
+        await client.post("/set_generation_params", json={"temperature": 0, "max_new_tokens": 8})
+        usages = []
+        for user_input in ("hello there", "and again"):
+            response = await client.post(
+                "/chat_stream",
+                json={"user_input": user_input},
+                headers={"accept": "text/event-stream"},
+            )
+            done = response.text.split("event: done\ndata: ")[1].split("\n")[0]
+            usages.append(json.loads(done)["usage"])
+        metrics = (await client.get("/metrics")).text
+    first, second = usages
+    assert first["cached_tokens"] == 0
+    # The first turn's prompt and reply, but its last token, which never ran.
+    assert second["cached_tokens"] == first["prompt_tokens"] + first["completion_tokens"] - 1
+    assert second["prompt_tokens"] > second["cached_tokens"]
+    assert f"chatstream_prompt_tokens_cached_total {second['cached_tokens']:.1f}" in metrics
+    total = first["prompt_tokens"] + second["prompt_tokens"]
+    assert f"chatstream_prompt_tokens_total {total:.1f}" in metrics

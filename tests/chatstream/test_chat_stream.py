@@ -382,7 +382,7 @@ async def test_event_stream(chat: httpx.AsyncClient) -> None:
     assert name == "done"
     assert done["message_id"] == response.headers["x-message-id"]
     assert done["finish_reason"] == "stop"
-    assert done["usage"] == {"prompt_tokens": 3, "completion_tokens": 2}
+    assert done["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "cached_tokens": 0}
 
 
 async def test_clear_context(chat: httpx.AsyncClient) -> None:

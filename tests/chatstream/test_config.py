@@ -15,6 +15,7 @@ def test_defaults_match_the_design() -> None:
     assert settings.max_concurrent is None
     assert (settings.max_queue, settings.queue_timeout, settings.lease_ttl) == (64, 60.0, 15.0)
     assert settings.max_new_tokens == 256
+    assert (settings.prefill_tokens, settings.prefix_cache_mb) == (256, 256)
 
 
 def test_environment_values_are_parsed() -> None:
@@ -25,8 +26,11 @@ def test_environment_values_are_parsed() -> None:
             "CHATSTREAM_SECRET_KEY": "new, old ,",
             "CHATSTREAM_QUEUE_TIMEOUT": "2.5",
             "CHATSTREAM_MAX_CONCURRENT": "3",
+            "CHATSTREAM_PREFILL_TOKENS": "64",
+            "CHATSTREAM_PREFIX_CACHE_MB": "0.5",
         }
     )
+    assert (settings.prefill_tokens, settings.prefix_cache_mb) == (64, 0.5)
     assert settings.port == 9000
     assert settings.is_mock
     assert settings.secret_keys == ["new", "old"]
@@ -34,7 +38,15 @@ def test_environment_values_are_parsed() -> None:
     assert settings.max_concurrent == 3
 
 
-@pytest.mark.parametrize(("name", "value"), [("PORT", "eighty"), ("CHATSTREAM_MAX_QUEUE", "-1")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PORT", "eighty"),
+        ("CHATSTREAM_MAX_QUEUE", "-1"),
+        ("CHATSTREAM_PREFILL_TOKENS", "0"),
+        ("CHATSTREAM_PREFIX_CACHE_MB", "-1"),
+    ],
+)
 def test_bad_values_are_refused(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})

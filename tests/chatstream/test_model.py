@@ -8,6 +8,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from chatstream.engines.base import GenerationParams, GenerationRequest
+from chatstream.engines.batched import BatchedEngine
 from chatstream.engines.hf import TransformersEngine
 from chatstream.model import (
     BUNDLED_MODEL_NAME,
@@ -118,3 +119,33 @@ async def test_the_bundled_model_knows_the_capital_of_france() -> None:
     assert "Paris" in "".join(deltas)
     assert done.finish_reason == "stop"
     assert engine.model_name == BUNDLED_MODEL_NAME
+
+
+@pytest.mark.model
+async def test_the_prefix_cache_leaves_the_bundled_models_replies_unchanged() -> None:
+    """A conversation's second turn reuses the first's keys and values, with the same greedy
+    replies as when every prompt is prefilled whole."""
+    model, tokenizer = load_model()
+    params = GenerationParams(max_new_tokens=24, temperature=0)
+    transcripts = []
+    for prefix_cache_mb in (256, 0):
+        engine = BatchedEngine(model, tokenizer, prefix_cache_mb=prefix_cache_mb)
+        messages: list[dict[str, str]] = []
+        replies, cached = [], []
+        try:
+            for question in ("What is the capital of France?", "And what river flows there?"):
+                messages.append({"role": "user", "content": question})
+                prompt = engine.renderer.render(messages, add_generation_prompt=True)
+                request = GenerationRequest(prompt, params, list(messages))
+                deltas, done = await collect(engine.generate(request))
+                messages.append({"role": "assistant", "content": "".join(deltas)})
+                replies.append("".join(deltas))
+                cached.append(done.cached_tokens)
+        finally:
+            await engine.aclose()
+        transcripts.append((replies, cached))
+    (with_cache, cached), (without_cache, none) = transcripts
+    assert with_cache == without_cache
+    assert "Paris" in with_cache[0]
+    assert none == [0, 0]
+    assert cached[1] > 30  # the system prompt, the first question and most of its answer

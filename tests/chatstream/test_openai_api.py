@@ -71,6 +71,8 @@ async def test_a_completion_answers_the_whole_conversation(
     assert completion.usage is not None
     usage = completion.usage
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (3, 2, 5)
+    assert usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == 0
     request = engine.requests[-1]
     assert request.request_id == completion.id
     assert [(m["role"], m["content"]) for m in request.messages] == [

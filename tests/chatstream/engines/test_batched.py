@@ -376,6 +376,7 @@ async def test_a_follow_up_turn_is_prefilled_from_where_it_differs(
     cached = token_count(first.prompt) + 20 - 1
     assert model.shapes == [(1, token_count(second.prompt) - cached)] + [(1, 1)] * 19
     assert (done.prompt_tokens, done.completion_tokens) == (token_count(second.prompt), 20)
+    assert done.cached_tokens == cached
     reference_engine = TransformersEngine(model, TOKENIZER)
     try:
         expected, _ = await collect(reference_engine.generate(second))
