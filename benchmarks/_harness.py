@@ -206,6 +206,7 @@ class Turn:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    cached_tokens: int = 0
 
 
 async def greedy_session(url: str, max_new_tokens: int) -> httpx.AsyncClient:
@@ -246,6 +247,7 @@ async def chat_turn(client: httpx.AsyncClient, user_input: str) -> Turn:
                         usage["prompt_tokens"],
                         usage["completion_tokens"],
                         data["finish_reason"],
+                        usage.get("cached_tokens", 0),
                     )
     raise RuntimeError("the stream ended without a done event")
 
