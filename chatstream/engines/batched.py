@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import threading
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
@@ -44,6 +45,8 @@ from .base import (
 )
 from .prefix_cache import KeysAndValues, PrefixCache, PrefixMatch
 from .tokens import TokenEngine
+
+logger = logging.getLogger("chatstream")
 
 # The keyword under which this transformers' models take their KV cache ("cache" from 5.x on).
 _CACHE_KEYWORD: str = ALL_CACHE_NAMES[0]
@@ -211,9 +214,9 @@ class BatchedEngine(TokenEngine):
             return None
 
     def _fill(self, filling: _Prefill) -> tuple[_Prefill | None, _Batch | None]:
-        """Run the next prefill pass; once the prompts are in, store them for reuse and sample
-        the rows' first tokens. Returns what is still prefilling and what joins the running
-        batch. If the pass fails, only its rows fail."""
+        """Run the next prefill pass; once the prompts are in, sample the rows' first tokens.
+        Returns what is still prefilling and what joins the running batch. If the pass fails,
+        only its rows fail."""
         try:
             remaining = filling.without_cancelled()
             if remaining is None:
@@ -221,7 +224,11 @@ class BatchedEngine(TokenEngine):
             logits = remaining.run(self._model, self._prefill_tokens)
             if logits is None:
                 return remaining, None
-            self._remember(remaining.batch, range(len(remaining.batch.rows)))
+            # A prompt with nothing cached is stored now, for the requests that share its start
+            # (the system prompt) while it runs; every row is stored, with its reply, when it
+            # ends (a prompt that found its start cached only then: one copy per turn).
+            fresh = [i for i, row in enumerate(remaining.batch.rows) if not row.cached_tokens]
+            self._remember(remaining.batch, fresh)
             return None, self._advance(remaining.batch, logits)
         except Exception as exc:
             for sequence in filling.batch.rows:
@@ -245,7 +252,7 @@ class BatchedEngine(TokenEngine):
 
     def _advance(self, batch: _Batch, logits: torch.Tensor) -> _Batch | None:
         """Hand each row its next token; the rows that are done leave the batch (their prompt
-        and reply stay in the prefix cache)."""
+        and reply are in the prefix cache before their stream ends)."""
         running, done = [], []
         tokens = _next_tokens(logits, batch.rows)
         for i, (sequence, token) in enumerate(zip(batch.rows, tokens, strict=True)):
@@ -253,19 +260,26 @@ class BatchedEngine(TokenEngine):
             sequence.generated += 1
             sequence.post([token])
             if token in self._end_token_ids or sequence.generated >= sequence.params.max_new_tokens:
-                sequence.end()
                 done.append(i)
             else:
                 running.append(i)
         self._remember(batch, done)
+        for i in done:
+            batch.rows[i].end()
         return batch.select(running)
 
     def _remember(self, batch: _Batch, indices: Sequence[int]) -> None:
-        """Store these rows' keys and values in the prefix cache."""
-        if self._prefixes.capacity_bytes:
+        """Store these rows' keys and values in the prefix cache. The cache is an optimization:
+        if storing fails (out of memory), it is emptied and the rows go on."""
+        if not self._prefixes.capacity_bytes:
+            return
+        try:
             for i in indices:
                 ids, layers = batch.row_cache(i)
                 self._prefixes.store(ids, layers)
+        except Exception:
+            logger.exception("could not keep a prompt in the prefix cache; emptying it")
+            self._prefixes.clear()
 
 
 @dataclass(frozen=True, slots=True)

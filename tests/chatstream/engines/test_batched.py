@@ -371,12 +371,20 @@ async def test_a_follow_up_turn_is_prefilled_from_where_it_differs(
     reply = await finish(engine.generate(first))
     second = follow_up(first, reply, SHORT, 20)
     model.shapes.clear()
-    deltas, done = await collect(engine.generate(second))
+    stored = (len(engine.prefix_cache), engine.prefix_cache.nbytes)
+    stream = engine.generate(second)
+    first_delta = await read_text(stream, 1)
+    # Its start was cached: the prompt is stored once, with the reply, when the turn ends.
+    assert (len(engine.prefix_cache), engine.prefix_cache.nbytes) == stored
+    deltas, done = await collect(stream)
+    deltas.insert(0, first_delta)
     # The first turn's last token never went through the model: it is run again.
     cached = token_count(first.prompt) + 20 - 1
     assert model.shapes == [(1, token_count(second.prompt) - cached)] + [(1, 1)] * 19
     assert (done.prompt_tokens, done.completion_tokens) == (token_count(second.prompt), 20)
     assert done.cached_tokens == cached
+    assert len(engine.prefix_cache) == 1  # the second turn's record replaced the first's
+    assert engine.prefix_cache.nbytes > stored[1]
     reference_engine = TransformersEngine(model, TOKENIZER)
     try:
         expected, _ = await collect(reference_engine.generate(second))
@@ -585,3 +593,21 @@ async def test_closing_the_engine_ends_streams_cancelled_and_stops_its_thread() 
     assert (await waiting)[1].finish_reason == "cancelled"
     with pytest.raises(RuntimeError, match="closed"):
         await anext(engine.generate(request()))
+
+
+async def test_a_prefix_cache_that_cannot_store_is_emptied_and_streams_go_on(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = TinyLlama(seed=7)
+    engine = make_engine(model)
+    await finish(engine.generate(request(LONG, 4)))
+    assert len(engine.prefix_cache) == 1
+
+    def out_of_memory(*args: Any) -> None:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(engine.prefix_cache, "store", out_of_memory)
+    deltas, done = await collect(engine.generate(request(MEDIUM, 6)))
+    assert (len(deltas), done.finish_reason) == (6, "length")
+    assert len(engine.prefix_cache) == 0
+    assert "could not keep a prompt in the prefix cache" in caplog.text
