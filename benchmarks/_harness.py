@@ -15,18 +15,16 @@ import json
 import os
 import platform
 import secrets
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 import httpx
+
+from chatstream.testing import ServerProcess, serve
 
 SECRET_KEY = "benchmark-secret"
 READY_TIMEOUT = 180.0
@@ -124,23 +122,7 @@ def verdict(met: bool) -> str:
 # -- a served chatstream ---------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    ready_after: float
-    """Seconds from launching the process to the first ``/readyz`` 200."""
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+Server = ServerProcess
 
 
 @contextmanager
@@ -148,49 +130,11 @@ def served(
     server_args: Sequence[str] = (), env: Mapping[str, str] | None = None
 ) -> Iterator[Server]:
     """``chatstream serve`` (bundled model, embedded store, 600 s queue timeout) on a free port,
-    ready when it yields.
-
-    Its log goes to a temporary file (a pipe nobody reads would fill and stall it), which is
-    printed if it fails to start.
-    """
-    port = free_port()
-    environment = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
-    environment.update({"CHATSTREAM_SECRET_KEY": SECRET_KEY, **(env or {})})
-    command = [sys.executable, "-m", "chatstream.cli", "serve", "--port", str(port)]
+    ready (``/readyz``) when it yields; its log is shown if it fails to start."""
     # A long queue timeout: on a busy machine, 8 streams on one slot wait longer than 60 s.
-    command += ["--log-level", "warning", "--queue-timeout", "600", *server_args]
-    with tempfile.TemporaryFile() as log:
-        launched = time.perf_counter()
-        process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_ready(process, url, log)
-            yield Server(process, url, time.perf_counter() - launched)
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
-
-def _wait_ready(process: subprocess.Popen[bytes], url: str, log: IO[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    with httpx.Client(base_url=url, timeout=2) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                log.seek(0)
-                output = log.read().decode(errors="replace")
-                raise RuntimeError(f"the server exited with {process.returncode}:\n{output}")
-            try:
-                if client.get("/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.02)
-    raise TimeoutError(f"the server at {url} was not ready after {READY_TIMEOUT:.0f} s")
+    args = ["--log-level", "warning", "--queue-timeout", "600", *server_args]
+    with serve(args, env=env, secret_key=SECRET_KEY, timeout=READY_TIMEOUT) as server:
+        yield server
 
 
 # -- chat turns over HTTP --------------------------------------------------------------------

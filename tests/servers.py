@@ -1,89 +1,25 @@
-"""Real chatstream servers and redis-servers in subprocesses, for tests about processes, sockets
-and crashes."""
+"""Real chatstream servers (:mod:`chatstream.testing`) and redis-servers in subprocesses, for
+tests about processes, sockets and crashes."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
-import httpx
 import redis
 
+from chatstream.testing import ServerProcess, free_port, serve
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: str
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        """Everything the server wrote to stderr (its logs) so far."""
-        with open(self.log_path, encoding="utf-8", errors="replace") as log:
-            return log.read()
-
-    def kill(self) -> None:
-        """kill -9: no cleanup of any kind."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
+Server = ServerProcess
 
 
 @contextmanager
 def running_server(*args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """``chatstream serve`` with ``args`` on a free port, ready when this yields."""
-    port = free_port()
-    environment = {**os.environ, "CHATSTREAM_SECRET_KEY": "test-secret", **(env or {})}
-    if env is None or "REDIS_URL" not in env:
-        environment.pop("REDIS_URL", None)
-    command = [sys.executable, "-m", "chatstream.cli", "serve", "--port", str(port), *args]
-    # The logs go to a file, not a pipe: a pipe nobody reads blocks a busy server once full.
-    with tempfile.NamedTemporaryFile(prefix="chatstream-", suffix=".log") as log:
-        process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=log)
-        server = Server(process, port, log.name)
-        try:
-            wait_until_healthy(server)
-            yield server
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-
-
-def wait_until_healthy(server: Server, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"the server exited with {server.process.returncode}: {server.log()}"
-            )
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"the server on port {server.port} did not become healthy")
+    """``chatstream serve`` with ``args`` on a free port, healthy when this yields."""
+    with serve(args, env=env, ready_path="/healthz", timeout=60) as server:
+        yield server
 
 
 class RedisProcess:

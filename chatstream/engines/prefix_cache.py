@@ -4,9 +4,9 @@ only from where it differs.
 Two kinds of prompt gain: those that share a start with another conversation's (the system
 prompt and the chat template's first tokens), and a conversation's next turn, whose prompt
 repeats the previous prompt and reply. :class:`~chatstream.engines.batched.BatchedEngine`
-stores each row's prompt plus reply when it ends, and a prompt none of which was cached as
-soon as it is prefilled; a stored sequence that starts a newer one is dropped for it. The least recently used entries go
-when the cache is over its byte budget.
+stores each row's prompt plus reply when it ends, and a prompt none of which was cached as soon
+as it is prefilled; a stored sequence that starts a newer one is dropped for it. The least
+recently used entries go when the cache is over its byte budget.
 """
 
 from __future__ import annotations

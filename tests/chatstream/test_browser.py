@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from chatstream.engines.mock import FILLER
+from chatstream.testing import serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -47,52 +44,15 @@ def mock_reply(user_input: str) -> str:
     return " ".join([*user_input.split(), *FILLER])
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server() -> Iterator[str]:
     """The base URL of a mock-model server with the embedded store and one generation slot."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
-    env["CHATSTREAM_SECRET_KEY"] = "browser-test-secret"
-    command = [
-        *(sys.executable, "-m", "chatstream.cli", "serve", "--model", "mock"),
-        *("--mock-token-delay", str(TOKEN_DELAY), "--max-concurrent", "1"),
-        *("--port", str(port), "--log-level", "warning"),
+    args = [
+        *("--model", "mock", "--mock-token-delay", str(TOKEN_DELAY), "--max-concurrent", "1"),
+        *("--log-level", "warning"),
     ]
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(base_url, process, log_path)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"the server did not answer /healthz within 30 s:\n{log.read_text()}")
+    with serve(args, secret_key="browser-test-secret", ready_path="/healthz", timeout=30) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

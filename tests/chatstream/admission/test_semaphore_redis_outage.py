@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,13 +16,7 @@ from chatstream.admission.base import Load
 from chatstream.admission.keys import SemaphoreKeys
 from chatstream.admission.semaphore import RedisSemaphore
 from chatstream.errors import ServiceUnavailable
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from chatstream.testing import free_port
 
 
 class RedisServer:
