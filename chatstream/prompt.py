@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal, Self
 
 from sessions import register_type
@@ -28,7 +28,12 @@ class Message:
     completion_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        # Built by hand: dataclasses.asdict deep-copies, and a long history calls this per turn.
+        data: dict[str, Any] = {"role": self.role, "content": self.content}
+        for key in ("message_id", "finish_reason", "prompt_tokens", "completion_tokens"):
+            if (value := getattr(self, key)) is not None:
+                data[key] = value
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Message:
