@@ -130,16 +130,24 @@ class BatchedEngine(TokenEngine):
         filling: _Prefill | None = None  # newcomers part-way through their prefill
         with torch.inference_mode():
             while (group := self._admit(batch, filling)) is not None:
-                if group:
-                    filling = self._start(group)
-                if filling is not None:
-                    filling, ready = self._fill(filling)
-                    if batch is None and ready is not None and self._more_waiting(ready):
-                        batch = ready  # only newcomers run: the next group need not wait
-                        continue
-                    batch = _merge(batch, ready)
-                if batch is not None:
-                    batch = self._step(batch)
+                ready: _Batch | None = None
+                try:
+                    if group:
+                        filling = self._start(group)
+                    if filling is not None:
+                        filling, ready = self._fill(filling)
+                        if batch is None and ready is not None and self._more_waiting(ready):
+                            batch = ready  # only newcomers run: the next group need not wait
+                            continue
+                        batch = _merge(batch, ready)
+                    if batch is not None:
+                        batch = self._step(batch)
+                except Exception as exc:  # not the model's: fail what is in flight, go on
+                    logger.exception("the batched engine's loop failed")
+                    for part in (batch, ready, filling.batch if filling else None):
+                        for sequence in part.rows if part else ():
+                            sequence.end(exc)
+                    batch = filling = None
         self._prefixes.clear()
         with self._wake:
             waiting = list(self._waiting)
@@ -517,14 +525,15 @@ class _Prefill:
 
 
 class _KeysAndValues(Protocol):
-    is_initialized: bool
     keys: torch.Tensor
     values: torch.Tensor
 
 
 def _layers(cache: DynamicCache) -> list[_KeysAndValues]:
     """The cache's layers that hold keys and values (``DynamicLayer``: checked at the start)."""
-    return [layer for layer in cast(list[_KeysAndValues], cache.layers) if layer.is_initialized]
+    # An unused layer has no keys (transformers 4.56 has no ``is_initialized``).
+    layers = cast(list[_KeysAndValues], cache.layers)
+    return [layer for layer in layers if getattr(layer, "keys", None) is not None]
 
 
 def _merge(batch: _Batch | None, newcomers: _Batch | None) -> _Batch | None:

@@ -95,7 +95,7 @@ class TinyLlama(LlamaForCausalLM):  # type: ignore[no-untyped-call]
         self._steps_by_cache: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
 
     def forward(self, *args: Any, **kwargs: Any) -> CausalLMOutputWithPast:
-        cache = kwargs.get("cache")
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))  # transformers 5 / 4
         with self._lock:
             step = self._steps_by_cache.get(cache, 0)
             self._steps_by_cache[cache] = step + 1

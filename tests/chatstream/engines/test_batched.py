@@ -13,6 +13,7 @@ import torch
 from transformers import MistralConfig, MistralForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from chatstream.engines import batched
 from chatstream.engines.base import (
     Engine,
     GenerationEvent,
@@ -611,3 +612,22 @@ async def test_a_prefix_cache_that_cannot_store_is_emptied_and_streams_go_on(
     assert (len(deltas), done.finish_reason) == (6, "length")
     assert len(engine.prefix_cache) == 0
     assert "could not keep a prompt in the prefix cache" in caplog.text
+
+
+async def test_an_unexpected_error_in_the_loop_fails_the_streams_in_flight_and_it_goes_on(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug outside the model's passes (here: joining the batch) must not kill the worker
+    thread and leave every stream waiting forever."""
+    engine = make_engine(TinyLlama(text_ids("Hi!")))
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(batched, "_merge", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        await collect(engine.generate(request()))
+    monkeypatch.undo()
+    deltas, done = await collect(engine.generate(request()))
+    assert ("".join(deltas), done.finish_reason) == ("Hi!", "stop")
+    assert "the batched engine's loop failed" in caplog.text
