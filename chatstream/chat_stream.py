@@ -266,15 +266,12 @@ def default_engine(
     from .rendering import ChatTemplateRenderer
 
     renderer = ChatTemplateRenderer(tokenizer, chat_template)
-    try:
-        return BatchedEngine(
-            model,
-            tokenizer,
-            renderer=renderer,
-            prefill_tokens=prefill_tokens,
-            prefix_cache_mb=prefix_cache_mb,
-        )
-    except ValueError as exc:
-        if "sliding-window" not in str(exc):
-            raise
+    if not BatchedEngine.can_batch(model):
         return TransformersEngine(model, tokenizer, renderer=renderer)
+    return BatchedEngine(
+        model,
+        tokenizer,
+        renderer=renderer,
+        prefill_tokens=prefill_tokens,
+        prefix_cache_mb=prefix_cache_mb,
+    )

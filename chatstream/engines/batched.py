@@ -78,8 +78,7 @@ class BatchedEngine(TokenEngine):
         prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
         model_name: str | None = None,
     ) -> None:
-        layers = DynamicCache(config=model.config).layers
-        if any(type(layer) is not DynamicLayer for layer in layers):
+        if not self.can_batch(model):
             raise ValueError(
                 f"{type(model).__name__} has sliding-window or other non-full attention layers, "
                 "which BatchedEngine cannot batch: use TransformersEngine"
@@ -95,6 +94,13 @@ class BatchedEngine(TokenEngine):
         self._wake = threading.Condition()
         self._worker = threading.Thread(target=self._run, name="chatstream-batched", daemon=True)
         self._worker.start()
+
+    @staticmethod
+    def can_batch(model: PreTrainedModel) -> bool:
+        """Whether every layer of ``model`` uses full attention (no sliding window), so that
+        its KV cache can be re-padded as rows join."""
+        layers = DynamicCache(config=model.config).layers
+        return all(type(layer) is DynamicLayer for layer in layers)
 
     @property
     def prefill_tokens(self) -> int:

@@ -9,9 +9,10 @@ from chatstream.app import create_app
 from chatstream.cli import build_parser, main
 from chatstream.config import ConfigError, Settings
 from chatstream.engines.batched import BatchedEngine
+from chatstream.engines.hf import TransformersEngine
 
 from .conftest import client_for
-from .tiny_model import TinyLlama, tiny_llama, tiny_tokenizer
+from .tiny_model import TinyLlama, tiny_llama, tiny_sliding_window_model, tiny_tokenizer
 
 
 async def test_the_served_app_holds_a_conversation() -> None:
@@ -106,6 +107,17 @@ async def test_a_model_is_served_with_continuous_batching_by_default() -> None:
     assert chat_stream.engine.prefix_cache.capacity_bytes == 256 * 2**20
     assert chat_stream.context_len == tiny_llama().config.max_position_embeddings
     await chat_stream.aclose()
+
+
+async def test_a_model_that_cannot_batch_is_served_one_generation_at_a_time() -> None:
+    chat_stream = ChatStream(tiny_sliding_window_model(), tiny_tokenizer())
+    assert isinstance(chat_stream.engine, TransformersEngine)
+    await chat_stream.aclose()
+
+
+def test_bad_engine_settings_are_refused_not_worked_around() -> None:
+    with pytest.raises(ValueError, match="prefill_tokens"):
+        ChatStream(tiny_llama(), tiny_tokenizer(), prefill_tokens=0)
 
 
 async def test_a_follow_up_turn_reports_the_prompt_tokens_it_took_from_the_prefix_cache() -> None:

@@ -16,7 +16,13 @@ from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedTokenizerFast,
+)
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -61,6 +67,24 @@ def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
     """A plain random tiny Llama."""
     torch.manual_seed(seed)
     model = LlamaForCausalLM(tiny_config())
+    model.train(False)
+    return model
+
+
+def tiny_sliding_window_model() -> MistralForCausalLM:
+    """A tiny Mistral whose attention has a sliding window (which BatchedEngine cannot batch)."""
+    config = MistralConfig(
+        vocab_size=258,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=16,
+        eos_token_id=EOS_ID,
+        pad_token_id=EOS_ID,
+    )
+    model = MistralForCausalLM(config)
     model.train(False)
     return model
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import MistralConfig, MistralForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from chatstream.engines import batched
@@ -26,7 +25,7 @@ from chatstream.engines.hf import TransformersEngine
 from chatstream.engines.prefix_cache import MIN_TOKENS
 from chatstream.rendering import ChatTemplateRenderer
 
-from ..tiny_model import TinyLlama, text_ids, tiny_tokenizer
+from ..tiny_model import TinyLlama, text_ids, tiny_sliding_window_model, tiny_tokenizer
 from .streams import collect
 
 TOKENIZER = tiny_tokenizer()
@@ -148,17 +147,11 @@ async def test_it_is_an_engine_with_the_models_end_of_turn(make_engine: EngineFa
 
 
 def test_a_model_with_sliding_window_attention_is_refused() -> None:
-    config = MistralConfig(
-        vocab_size=258,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        sliding_window=16,
-    )
+    model = tiny_sliding_window_model()
+    assert not BatchedEngine.can_batch(model)
+    assert BatchedEngine.can_batch(TinyLlama())
     with pytest.raises(ValueError, match="sliding-window"):
-        BatchedEngine(MistralForCausalLM(config), TOKENIZER)
+        BatchedEngine(model, TOKENIZER)
 
 
 async def test_deltas_are_whole_characters_that_join_into_the_reply(
