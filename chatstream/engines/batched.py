@@ -150,25 +150,20 @@ class BatchedEngine(TokenEngine):
                         batch = self._step(batch)
                 except Exception as exc:  # not the model's: fail what is in flight, go on
                     logger.exception("the batched engine's loop failed")
-                    for part in (batch, ready, filling.batch if filling else None):
-                        for sequence in part.rows if part else ():
-                            sequence.end(exc)
+                    for sequence in _rows(batch, ready, filling):
+                        sequence.end(exc)
                     batch = filling = None
         self._prefixes.clear()
         with self._wake:
             waiting = list(self._waiting)
-        for sequence in (
-            *(batch.rows if batch else ()),
-            *(filling.batch.rows if filling else ()),
-            *waiting,
-        ):
+        for sequence in (*_rows(batch, filling), *waiting):
             sequence.end()
 
     def _admit(self, batch: _Batch | None, filling: _Prefill | None) -> list[_Sequence] | None:
         """Wait for work; drop the waiting requests whose consumer left; unless a prefill is
         under way, take the next group that fits the free rows and the prefill budget.
         ``None``: the engine closed."""
-        running = (len(batch.rows) if batch else 0) + (len(filling.batch.rows) if filling else 0)
+        running = len(_rows(batch, filling))
         with self._wake:
             while not (self._closed or self._waiting or running):
                 self._wake.wait()
@@ -394,15 +389,18 @@ class _Batch:
             return self
         if not indices:
             return None
+        used = self.valid[torch.tensor(indices, device=self.valid.device)].any(dim=0)
+        return self.take(indices, trim=int(used.int().argmax()))  # the first column in use
+
+    def take(self, indices: list[int], trim: int = 0) -> _Batch:
+        """These rows, in this order, without the first ``trim`` cache columns."""
         index = torch.tensor(indices, device=self.valid.device)
-        valid = self.valid[index]
-        trim = int(valid.any(dim=0).int().argmax())  # the first column some row uses
         for layer in _layers(self.cache):
             layer.keys = layer.keys[index, :, trim:]
             layer.values = layer.values[index, :, trim:]
         rows = [self.rows[i] for i in indices]
         positions = [self.positions[i] for i in indices]
-        return _Batch(rows, self.cache, valid[:, trim:], positions)
+        return _Batch(rows, self.cache, self.valid[index, trim:], positions)
 
     def extend(self, other: _Batch) -> None:
         """Append ``other``'s rows, padding the narrower of the two caches on the left."""
@@ -519,13 +517,7 @@ class _Prefill:
                 row.end()
         if not kept:
             return None
-        index = torch.tensor(kept, device=batch.valid.device)
-        for layer in _layers(batch.cache):
-            layer.keys = layer.keys[index]
-            layer.values = layer.values[index]
-        batch.rows = [batch.rows[i] for i in kept]
-        batch.valid = batch.valid[index]
-        batch.positions = [batch.positions[i] for i in kept]
+        self.batch = batch.take(kept)  # no trim: the columns not yet run are not in the cache
         self.starts = [self.starts[i] for i in kept]
         return self
 
@@ -540,6 +532,12 @@ def _layers(cache: DynamicCache) -> list[_KeysAndValues]:
     # An unused layer has no keys (transformers 4.56 has no ``is_initialized``).
     layers = cast(list[_KeysAndValues], cache.layers)
     return [layer for layer in layers if getattr(layer, "keys", None) is not None]
+
+
+def _rows(*parts: _Batch | _Prefill | None) -> list[_Sequence]:
+    """The sequences of these batches and prefills."""
+    batches = [part.batch if isinstance(part, _Prefill) else part for part in parts]
+    return [row for batch in batches if batch is not None for row in batch.rows]
 
 
 def _merge(batch: _Batch | None, newcomers: _Batch | None) -> _Batch | None:
