@@ -82,7 +82,7 @@ class PrefixCache:
         """
         if self.capacity_bytes == 0 or len(ids) < MIN_TOKENS:
             return
-        per_token = sum(k.nbytes + v.nbytes for k, v in layers) / len(ids)
+        per_token = _nbytes(layers) / len(ids)
         tokens = min(len(ids), int(self.capacity_bytes // per_token))
         if tokens < MIN_TOKENS:
             return
@@ -96,7 +96,7 @@ class PrefixCache:
                 return
             if common == len(entry.ids):  # the new sequence goes on from this one
                 self._drop(key)
-        entry = _Entry(new, layers, sum(k.nbytes + v.nbytes for k, v in layers))
+        entry = _Entry(new, layers, _nbytes(layers))
         self._entries[next(self._keys)] = entry
         self.nbytes += entry.nbytes
         while self.nbytes > self.capacity_bytes:
@@ -108,6 +108,10 @@ class PrefixCache:
 
     def _drop(self, key: int) -> None:
         self.nbytes -= self._entries.pop(key).nbytes
+
+
+def _nbytes(layers: KeysAndValues) -> int:
+    return sum(k.nbytes + v.nbytes for k, v in layers)
 
 
 def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
