@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
-from chatstream.admission.keys import SemaphoreKeys
 from chatstream.admission.semaphore import RedisSemaphore
+from chatstream.keys import SemaphoreKeys
 
 ROUNDS = 2000
 HAND_OFFS = 200

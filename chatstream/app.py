@@ -20,7 +20,8 @@ from sessions import RedisSessionStore, SessionMiddleware
 from sessions.embedded import embedded_redis
 
 from .chat_stream import ChatStream
-from .config import ConfigError, Settings
+from .keys import DEFAULT_PREFIX
+from .settings import ConfigError, Settings
 
 logger = logging.getLogger("chatstream")
 
@@ -56,7 +57,7 @@ def create_app(
     app = FastAPI(title="chatstream", lifespan=lifespan)
     app.add_middleware(
         SessionMiddleware,
-        store=RedisSessionStore(redis),
+        store=RedisSessionStore(redis, prefix=DEFAULT_PREFIX),
         secret_key=secret_keys,
         cookie_name=settings.cookie_name,
     )
@@ -89,6 +90,7 @@ def build_chat_stream(settings: Settings, redis: Redis) -> ChatStream:
     return ChatStream.from_pretrained(
         settings.model,
         mock_token_delay=settings.mock_token_delay,
+        cache_dir=settings.cache_dir,
         redis=redis,
         max_new_tokens=settings.max_new_tokens,
         max_concurrent=settings.max_concurrent,

@@ -3,35 +3,36 @@
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from redis.asyncio import Redis
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
 from sessions import Session
 
 from .admission.base import Admission
-from .body import parse_json, read_body, validate_chat_body
+from .chat.feedback import FeedbackHook
+from .chat.outcome import CompletionCallback
+from .chat.params import GenerationSettings
+from .config import AdmissionConfig, RequestLimits
+from .conversations.prompt import ChatPrompt
 from .engines.base import (
     DEFAULT_PREFILL_TOKENS,
     DEFAULT_PREFIX_CACHE_MB,
     Engine,
+    GenerationParams,
     GenerationRequest,
 )
-from .errors import ChatStreamError
-from .feedback import FeedbackHook
+from .http.chat import chat_stream_endpoint
+from .http.routes import build_router
+from .keys import CHAT_PROMPT, GENERATION_PARAMS
 from .metrics import Metrics
-from .outcome import CompletionCallback, Outcome, run_callback
-from .params import SESSION_PARAMS_KEY, GenerationSettings
-from .prompt import ChatPrompt
-from .streaming import EventStreamWriter, TextStreamWriter, wants_event_stream
-from .turn import SESSION_KEY, ChatTurn, ChatTurnResponse
+
+_SAMPLING = GenerationParams()
 
 
 class ChatStream:
@@ -41,7 +42,8 @@ class ChatStream:
     defaults apply to every turn unless the session set its own (``/set_generation_params``).
     Admission (the cluster-wide limit and fair queue) lives in the Redis that the session
     store uses, unless ``redis`` or ``admission`` is given. ``api_keys``, when given, are the
-    Bearer tokens the OpenAI-compatible routes (``/v1/...``) require.
+    Bearer tokens the OpenAI-compatible routes (``/v1/...``) require. Every default is the one
+    of :mod:`chatstream.config` (and ``GenerationParams`` for sampling).
     """
 
     def __init__(
@@ -55,18 +57,18 @@ class ChatStream:
         system_prompt: str | None = None,
         chat_template: str | None = None,
         context_len: int | None = None,
-        max_new_tokens: int = 256,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        top_k: int = 50,
-        repetition_penalty: float = 1.0,
+        max_new_tokens: int = _SAMPLING.max_new_tokens,
+        temperature: float = _SAMPLING.temperature,
+        top_p: float = _SAMPLING.top_p,
+        top_k: int = _SAMPLING.top_k,
+        repetition_penalty: float = _SAMPLING.repetition_penalty,
         stop: tuple[str, ...] = (),
-        max_input_chars: int = 16_000,
-        max_body_bytes: int = 256 * 1024,
-        max_concurrent: int | None = None,
-        max_queue: int = 64,
-        queue_timeout: float = 60.0,
-        lease_ttl: float = 15.0,
+        max_input_chars: int = RequestLimits.max_input_chars,
+        max_body_bytes: int = RequestLimits.max_body_bytes,
+        max_concurrent: int | None = AdmissionConfig.max_concurrent,
+        max_queue: int = AdmissionConfig.max_queue,
+        queue_timeout: float = AdmissionConfig.queue_timeout,
+        lease_ttl: float = AdmissionConfig.lease_ttl,
         on_feedback: FeedbackHook | None = None,
         api_keys: Sequence[str] = (),
         prefill_tokens: int = DEFAULT_PREFILL_TOKENS,
@@ -95,12 +97,13 @@ class ChatStream:
             repetition_penalty=repetition_penalty,
         )
         self.stop = stop + tuple(getattr(engine.renderer, "stop_strings", ()))
-        self.max_input_chars = max_input_chars
-        self.max_body_bytes = max_body_bytes
-        self.max_concurrent = max_concurrent
-        self.max_queue = max_queue
-        self.queue_timeout = queue_timeout
-        self.lease_ttl = lease_ttl
+        self.limits = RequestLimits(max_input_chars=max_input_chars, max_body_bytes=max_body_bytes)
+        self.admission_config = AdmissionConfig(
+            max_concurrent=max_concurrent,
+            max_queue=max_queue,
+            queue_timeout=queue_timeout,
+            lease_ttl=lease_ttl,
+        )
         self.on_feedback = on_feedback
         if any(not key for key in api_keys):
             raise ValueError("an API key must not be empty")
@@ -111,17 +114,27 @@ class ChatStream:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | None = None, *, mock_token_delay: float = 0.02, **kwargs: Any
+        cls,
+        name_or_path: str | None = None,
+        *,
+        mock_token_delay: float = 0.02,
+        cache_dir: str | None = None,
+        **kwargs: Any,
     ) -> ChatStream:
         """Load a model: a Hugging Face id or local path, ``None`` for the bundled
-        SmolLM2-135M-Instruct, or ``"mock"`` for the mock engine. Nothing is downloaded."""
+        SmolLM2-135M-Instruct (its safetensors cache in ``cache_dir``), or ``"mock"`` for the
+        mock engine. Nothing is downloaded."""
         if name_or_path == "mock":
             from .engines.mock import MockEngine
 
             return cls(engine=MockEngine(token_delay=mock_token_delay), **kwargs)
+        from pathlib import Path
+
         from .model import load_model
 
-        model, tokenizer = load_model(name_or_path)
+        model, tokenizer = load_model(
+            name_or_path, cache_dir=Path(cache_dir).expanduser() if cache_dir else None
+        )
         return cls(model, tokenizer, **kwargs)
 
     # -- the handler ---------------------------------------------------------------------------
@@ -133,41 +146,7 @@ class ChatStream:
         callback: CompletionCallback | None = None,
     ) -> Response:
         """Answer ``POST /chat_stream``: a streamed reply, or a JSON error (see DESIGN.md)."""
-        try:
-            if request_body is None:
-                request_body = await read_body(request, self.max_body_bytes)
-            data = parse_json(request_body)
-        except ChatStreamError as exc:
-            return exc.to_response()
-        try:
-            body = validate_chat_body(data, max_input_chars=self.max_input_chars)
-            session: Session = request.state.session
-            history = self.load_history(session).copy()
-            if body.regenerate:
-                history.drop_last_reply()
-            else:
-                assert body.user_input is not None
-                history.add_user_message(body.user_input)
-            message_id = uuid.uuid4().hex
-            generation = self.generation_request(
-                history, self.generation_settings(session), request_id=message_id
-            )
-        except ChatStreamError as exc:
-            # The body parsed, so the callback hears of the refusal, after the response.
-            response = exc.to_response()
-            response.background = BackgroundTask(run_callback, callback, request, Outcome.REJECTED)
-            return response
-        turn = ChatTurn(request, session, history, generation, message_id, callback)
-        accept = request.headers.get("accept", "")
-        writer = EventStreamWriter if wants_event_stream(accept) else TextStreamWriter
-        return ChatTurnResponse(
-            turn,
-            engine=self.engine,
-            admission=self.admission_for(session),
-            lease_ttl=self.lease_ttl,
-            metrics=self.metrics,
-            writer=functools.partial(writer, message_id=message_id),
-        )
+        return await chat_stream_endpoint(self, request, request_body, callback)
 
     def generation_request(
         self,
@@ -197,7 +176,7 @@ class ChatStream:
 
     def load_history(self, session: Session) -> ChatPrompt:
         """The session's conversation (a new one with the system prompt if it has none)."""
-        history = session.get_session().get(SESSION_KEY)
+        history = session.get_session().get(CHAT_PROMPT)
         if not isinstance(history, ChatPrompt):
             history = ChatPrompt(self.system_prompt)
         return history.bind(
@@ -208,7 +187,7 @@ class ChatStream:
 
     def generation_settings(self, session: Session) -> GenerationSettings:
         """This chat's defaults, overridden by what the session set."""
-        stored = session.get_session().get(SESSION_PARAMS_KEY)
+        stored = session.get_session().get(GENERATION_PARAMS)
         if isinstance(stored, Mapping):
             return self.defaults.merged(stored)
         return self.defaults
@@ -224,21 +203,20 @@ class ChatStream:
                 from sessions.embedded import embedded_redis
 
                 redis = embedded_redis()
+            config = self.admission_config
             self._admission = RedisSemaphore(
                 redis,
-                capacity=self.max_concurrent or self.engine.slots,
+                capacity=config.max_concurrent or self.engine.slots,
                 local_slots=self.engine.slots,
-                max_queue=self.max_queue,
-                queue_timeout=self.queue_timeout,
-                lease_ttl=self.lease_ttl,
+                max_queue=config.max_queue,
+                queue_timeout=config.queue_timeout,
+                lease_ttl=config.lease_ttl,
             )
         return self._admission
 
     @functools.cached_property
     def router(self) -> APIRouter:
         """Every route of the chat service (see the README's API reference)."""
-        from .routes import build_router
-
         return build_router(self)
 
     def mount(self, app: FastAPI) -> None:

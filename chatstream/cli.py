@@ -8,31 +8,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
-from .config import ConfigError, Settings
 from .logs import configure_logging
-
-HELP = {
-    "host": "interface to listen on",
-    "port": "port to listen on",
-    "redis_url": "shared Redis (redis://host:port/db); unset = embedded store, one process",
-    "secret_key": "cookie signing key(s), comma-separated, newest first; required with Redis",
-    "cookie_name": "name of the session cookie",
-    "model": "Hugging Face id or local path (no downloads); 'mock' = the mock engine; "
-    "unset = the bundled SmolLM2-135M-Instruct",
-    "mock_token_delay": "seconds per token of the mock engine",
-    "max_concurrent": "cluster-wide concurrent generations (default: the engine's slots)",
-    "max_queue": "cluster-wide waiting requests before 429 queue_full",
-    "queue_timeout": "seconds a request may wait before 503 queue_timeout",
-    "lease_ttl": "seconds a crashed instance keeps its permits and session leases",
-    "max_new_tokens": "default reply length cap, in tokens",
-    "api_keys": "Bearer tokens the OpenAI-compatible /v1 routes require, comma-separated; "
-    "unset = open",
-    "prefill_tokens": "new prompt tokens per prefill pass of the batched engine: smaller gives "
-    "a burst of requests their first tokens sooner, larger prefills more at once",
-    "prefix_cache_mb": "MiB kept of recent prompts' and replies' KV cache, so a prompt that "
-    "starts like one of them (system prompt, a conversation's earlier turns) skips that part; "
-    "0 = off",
-}
+from .settings import ConfigError, Settings, env_name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--" + spec.name.replace("_", "-"),
             dest=spec.name,
             metavar=env,
-            help=f"{HELP[spec.name]} (env {env}; default {spec.default!r})",
+            help=f"{spec.metadata['help']} (env {env}; default {spec.default!r})",
         )
     serve.add_argument("--log-level", default="info", help="uvicorn and chatstream log level")
     serve.add_argument(
@@ -64,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {
-        Settings.__dataclass_fields__[name].metadata["env"]: value
+        env_name(name): value
         for name, value in vars(args).items()
         if name in Settings.__dataclass_fields__ and value is not None
     }

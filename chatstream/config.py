@@ -1,95 +1,49 @@
-"""Settings of the served app, read from the environment (the CLI has a flag for each)."""
+"""The defaults of chatstream's settings, each written once.
+
+Small frozen classes, one per concern. ``ChatStream(...)``, the environment reader
+(:class:`~chatstream.settings.Settings`) and the CLI all take their defaults from here (the
+sampling defaults live on :class:`~chatstream.engines.base.GenerationParams`, the batching ones
+on :class:`~chatstream.engines.config.BatchingConfig`). The classes are plain dataclasses, not
+slotted, so ``AdmissionConfig.max_queue`` reads a default without an instance. Nothing here
+imports torch or a web framework.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-
-from .engines.base import DEFAULT_PREFILL_TOKENS, DEFAULT_PREFIX_CACHE_MB
-from .errors import ChatStreamError
+from dataclasses import dataclass
 
 
-class ConfigError(ChatStreamError):
-    """A setting has a value that cannot be used; the server does not start."""
+@dataclass(frozen=True)
+class AdmissionConfig:
+    """The cluster-wide limit on concurrent generations and its queue."""
 
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Every field has an environment variable (``ENV`` in its metadata) and a CLI flag."""
-
-    host: str = field(default="127.0.0.1", metadata={"env": "HOST"})
-    port: int = field(default=8000, metadata={"env": "PORT"})
-    redis_url: str | None = field(default=None, metadata={"env": "REDIS_URL"})
-    secret_key: str | None = field(default=None, metadata={"env": "CHATSTREAM_SECRET_KEY"})
-    cookie_name: str = field(
-        default="chatstream_session", metadata={"env": "CHATSTREAM_COOKIE_NAME"}
-    )
-    model: str | None = field(default=None, metadata={"env": "CHATSTREAM_MODEL"})
-    mock_token_delay: float = field(default=0.02, metadata={"env": "CHATSTREAM_MOCK_TOKEN_DELAY"})
-    max_concurrent: int | None = field(default=None, metadata={"env": "CHATSTREAM_MAX_CONCURRENT"})
-    max_queue: int = field(default=64, metadata={"env": "CHATSTREAM_MAX_QUEUE"})
-    queue_timeout: float = field(default=60.0, metadata={"env": "CHATSTREAM_QUEUE_TIMEOUT"})
-    lease_ttl: float = field(default=15.0, metadata={"env": "CHATSTREAM_LEASE_TTL"})
-    max_new_tokens: int = field(default=256, metadata={"env": "CHATSTREAM_MAX_NEW_TOKENS"})
-    api_keys: str | None = field(default=None, metadata={"env": "CHATSTREAM_API_KEYS"})
-    prefill_tokens: int = field(
-        default=DEFAULT_PREFILL_TOKENS, metadata={"env": "CHATSTREAM_PREFILL_TOKENS"}
-    )
-    prefix_cache_mb: float = field(
-        default=DEFAULT_PREFIX_CACHE_MB, metadata={"env": "CHATSTREAM_PREFIX_CACHE_MB"}
-    )
+    max_concurrent: int | None = None
+    """Generations at once across every instance; ``None``: the engine's slots."""
+    max_queue: int = 64
+    """Requests waiting cluster-wide before ``429 queue_full``."""
+    queue_timeout: float = 60.0
+    """Seconds a request may wait before ``503 queue_timeout``."""
+    lease_ttl: float = 15.0
+    """Seconds a crashed instance keeps its permits and session leases."""
 
     def __post_init__(self) -> None:
-        if self.prefill_tokens < 1:
-            raise ConfigError(f"CHATSTREAM_PREFILL_TOKENS={self.prefill_tokens} must be >= 1")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for spec in fields(cls):
-            raw = environ.get(spec.metadata["env"], "").strip()
-            if raw:
-                values[spec.name] = _parse(spec.metadata["env"], raw, spec.type)
-        return cls(**values)  # type: ignore[arg-type]
-
-    @property
-    def secret_keys(self) -> list[str]:
-        """Cookie signing keys, newest first."""
-        return _comma_list(self.secret_key)
-
-    @property
-    def api_key_list(self) -> list[str]:
-        """Bearer tokens the ``/v1`` routes accept; none = the routes are open."""
-        return _comma_list(self.api_keys)
-
-    @property
-    def is_mock(self) -> bool:
-        return self.model == "mock"
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ValueError("max_concurrent must be >= 1")
+        if self.max_queue < 0 or self.queue_timeout <= 0 or self.lease_ttl <= 0:
+            raise ValueError("max_queue, queue_timeout and lease_ttl must be positive")
 
 
-def _comma_list(value: str | None) -> list[str]:
-    """The non-empty items of a comma-separated setting, stripped."""
-    return [item.strip() for item in (value or "").split(",") if item.strip()]
+@dataclass(frozen=True)
+class RequestLimits:
+    """How much one request may send."""
 
+    max_input_chars: int = 16_000
+    """Characters of ``user_input`` (413 beyond)."""
+    max_body_bytes: int = 256 * 1024
+    """Bytes of a chat or completion request body (413 beyond)."""
+    max_json_bytes: int = 64 * 1024
+    """Bytes of the body of the other JSON routes (parameters, feedback)."""
 
-def env_name(name: str) -> str:
-    """The environment variable of a ``Settings`` field."""
-    return str(Settings.__dataclass_fields__[name].metadata["env"])
-
-
-def _parse(variable: str, raw: str, annotation: object) -> object:
-    kind = str(annotation)
-    try:
-        if kind.startswith("int"):
-            value: object = int(raw)
-        elif kind.startswith("float"):
-            value = float(raw)
-        else:
-            return raw
-    except ValueError:
-        raise ConfigError(f"{variable}={raw!r} is not a number") from None
-    if isinstance(value, int | float) and value < 0:
-        raise ConfigError(f"{variable}={raw!r} must not be negative")
-    return value
+    def __post_init__(self) -> None:
+        if min(self.max_input_chars, self.max_body_bytes, self.max_json_bytes) < 1:
+            raise ValueError("request limits must be positive")

@@ -1,11 +1,12 @@
-"""Errors of the chat layer, each mapped once to an HTTP status and an error code.
+"""Errors of the chat layer: each class carries the HTTP status and error code it answers with.
 
-    ChatStreamError                     root; ``status`` and ``code`` give the HTTP answer
+    ChatStreamError                     root; ``status`` and ``code`` give the HTTP answer;
+                                        itself 500 internal_error (an unexpected failure)
     ├── InvalidJSON                     400 invalid_json
     ├── InvalidRequest                  422 invalid_request
     ├── InputTooLong                    413 input_too_long
     ├── NotFound                        404 not_found
-    ├── Unauthorized                    401 unauthorized
+    ├── Unauthorized                    401 unauthorized (WWW-Authenticate: Bearer)
     ├── SessionBusy                     409 session_busy
     ├── NothingToRegenerate             409 nothing_to_regenerate
     ├── QueueFull                       429 queue_full (Retry-After)
@@ -13,19 +14,25 @@
     ├── ServiceUnavailable              503 store_unavailable (Retry-After)
     └── GenerationFailed                500 generation_failed (the reply could not be completed)
 
-Errors from lower layers (redis-py, the session store) are translated at the boundary with
-``raise ... from exc``.
+This module knows no web framework: :mod:`chatstream.http.errors` turns these (and the session
+layer's :class:`~sessions.StoreUnavailable`) into responses, in one place. Errors of lower
+layers (redis-py, the session store) are translated where they are caught, with
+``raise ... from exc``. A custom :class:`~chatstream.admission.base.Admission` raises
+:class:`QueueFull`, :class:`QueueTimeout` and :class:`ServiceUnavailable`.
+
+Configuration mistakes are not part of this tree: they are plain ``ValueError`` subclasses
+(:class:`~chatstream.settings.ConfigError`, :class:`~chatstream.model.ModelNotFoundError`,
+:class:`~chatstream.engines.rendering.MissingChatTemplateError`), raised before serving starts.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from starlette.responses import JSONResponse
-
 
 class ChatStreamError(Exception):
-    """Root of the chat layer's errors."""
+    """Root of the chat layer's errors: ``status`` and ``code`` are the HTTP answer's, and
+    ``message`` the text a client sees."""
 
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
@@ -37,9 +44,9 @@ class ChatStreamError(Exception):
         if retry_after is not None:
             self.retry_after = retry_after
 
-    def to_response(self) -> JSONResponse:
-        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
-        return error_response(self.status, self.code, self.message, headers=headers)
+    def headers(self) -> dict[str, str]:
+        """The headers the answer carries besides its JSON body."""
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
 class InvalidJSON(ChatStreamError):
@@ -66,10 +73,8 @@ class Unauthorized(ChatStreamError):
     status = 401
     code = "unauthorized"
 
-    def to_response(self) -> JSONResponse:
-        response = super().to_response()
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "WWW-Authenticate": "Bearer"}
 
 
 class SessionBusy(ChatStreamError):
@@ -103,10 +108,3 @@ class ServiceUnavailable(ChatStreamError):
 class GenerationFailed(ChatStreamError):
     status = 500
     code = "generation_failed"
-
-
-def error_response(
-    status: int, code: str, message: str, *, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    """The one JSON error shape: ``{"error": {"code": ..., "message": ...}}``."""
-    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)

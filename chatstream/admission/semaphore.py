@@ -1,6 +1,6 @@
 """``RedisSemaphore``: the cluster-wide fair queue in front of generation.
 
-State lives in Redis under one hash tag (:mod:`chatstream.admission.keys`). A request is a ticket:
+State lives in Redis under one hash tag (:mod:`chatstream.keys`). A request is a ticket:
 a random id made here, so cleanup by id works whatever the last script did. Waiting, it sits in a
 sorted set scored by its ticket number (``INCR``: the FIFO order) and heartbeats; granted, it sits
 in the holders' sorted set scored by its lease expiry and renews the lease. Every change is one Lua
@@ -30,10 +30,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chatstream.admission.base import Load, Permit, PositionCallback
-from chatstream.admission.keys import DEFAULT_PREFIX, SemaphoreKeys
-from chatstream.admission.scripts import SemaphoreScripts
-from chatstream.errors import QueueFull, QueueTimeout, ServiceUnavailable
+from ..errors import QueueFull, QueueTimeout, ServiceUnavailable
+from ..keys import DEFAULT_PREFIX, SemaphoreKeys
+from ..tasks import BackgroundLoop, Renewal
+from .base import Load, Permit, PositionCallback
+from .scripts import SemaphoreScripts
 
 RECHECK_INTERVAL = 1.0
 """Seconds between an instance's looks at its waiters without a signal; also their heartbeat."""
@@ -96,8 +97,10 @@ class RedisSemaphore:
         self._queued: dict[str, _Ticket] = {}
         self._slots_used = 0
         self._wake = asyncio.Event()
-        self._watchers: list[asyncio.Task[None]] = []
-        self._closing = False
+        self._listener: BackgroundLoop | None = None
+        self._poller: BackgroundLoop | None = None
+        self._pubsub: Any = None
+        self._poll_delay = RECHECK_INTERVAL
 
     @asynccontextmanager
     async def acquire(
@@ -133,14 +136,12 @@ class RedisSemaphore:
     async def aclose(self) -> None:
         """Stop the background tasks; this instance's waiters fail with ServiceUnavailable.
         Holders keep their permits until they leave their block. The client stays open."""
-        watchers, self._watchers = self._watchers, []
-        # The flag ends the loops even where a cancellation gets lost (on Python 3.11,
-        # asyncio.wait_for around redis-py's socket writes can swallow one).
-        self._closing = True
-        for task in watchers:
-            task.cancel()
-        await asyncio.gather(*watchers, return_exceptions=True)
-        self._closing = False
+        loops = [loop for loop in (self._listener, self._poller) if loop is not None]
+        self._listener = self._poller = None
+        await asyncio.gather(*(loop.stop() for loop in loops))
+        if self._pubsub is not None:
+            pubsub, self._pubsub = self._pubsub, None
+            await pubsub.aclose()
         for ticket in self._queued.values():
             ticket.fail("the server is shutting down")
 
@@ -205,36 +206,36 @@ class RedisSemaphore:
             self._wake.set()
 
     def _watch(self) -> None:
-        if not self._watchers:
-            self._watchers = [
-                asyncio.create_task(self._listen(), name="admission-listen"),
-                asyncio.create_task(self._poll_forever(), name="admission-poll"),
-            ]
+        if self._listener is None:
+            self._listener = BackgroundLoop(self._listen, name="admission-listen")
+            self._poller = BackgroundLoop(self._poll_when_woken, name="admission-poll")
 
     async def _listen(self) -> None:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        """One look at the wake channel; any error is logged and retried after a pause (the
+        queue's periodic re-check covers what was missed meanwhile)."""
         try:
-            while not self._closing:
-                try:
-                    if not pubsub.subscribed:
-                        await pubsub.subscribe(self._wake_channel)
-                        self._wake.set()
-                    if await pubsub.get_message(timeout=RECHECK_INTERVAL) is not None:
-                        self._wake.set()
-                except RedisError as exc:
-                    logger.warning("admission wake-up listener: %s; retrying", exc)
-                    await asyncio.sleep(RECHECK_INTERVAL)
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if self._pubsub is None:
+                self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            if not self._pubsub.subscribed:
+                await self._pubsub.subscribe(self._wake_channel)
+                self._wake.set()
+            if await self._pubsub.get_message(timeout=RECHECK_INTERVAL) is not None:
+                self._wake.set()
+        except Exception as exc:
+            logger.warning("admission wake-up listener: %r; retrying", exc)
+            pubsub, self._pubsub = self._pubsub, None
+            if pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            if self._listener is not None:
+                await self._listener.pause(RECHECK_INTERVAL)
 
-    async def _poll_forever(self) -> None:
-        delay = RECHECK_INTERVAL
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
-            self._wake.clear()
-            delay = await self._poll()
+    async def _poll_when_woken(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._poll_delay):
+                await self._wake.wait()
+        self._wake.clear()
+        self._poll_delay = await self._poll()
 
     async def _poll(self) -> float:
         """Look at every local waiter once; returns how long the next look may wait."""
@@ -287,34 +288,14 @@ class _Permit:
     """A granted ticket; its lease is renewed every third of its TTL until :meth:`stop`."""
 
     def __init__(self, scripts: SemaphoreScripts, ticket: str, lease_ttl: float) -> None:
-        self.lost = asyncio.Event()
-        self._stopping = False
-        self._renewal = asyncio.create_task(self._renew(scripts, ticket, lease_ttl))
+        async def renew() -> bool:
+            return await scripts.renew(ticket)
 
-    async def _renew(self, scripts: SemaphoreScripts, ticket: str, lease_ttl: float) -> None:
-        loop = asyncio.get_running_loop()
-        expires = loop.time() + lease_ttl
-        while not self._stopping:
-            await asyncio.sleep(lease_ttl / 3)
-            sent = loop.time()
-            try:
-                async with asyncio.timeout_at(expires):
-                    renewed = await scripts.renew(ticket)
-            except (RedisError, TimeoutError) as exc:
-                logger.warning("could not renew admission lease %s: %r", ticket, exc)
-                if loop.time() < expires:
-                    continue
-                renewed = False
-            if not renewed:
-                logger.warning("admission lease %s was lost", ticket)
-                self.lost.set()
-                return
-            expires = sent + lease_ttl
+        self._renewal = Renewal(renew, lease_ttl, what=f"admission lease {ticket}")
+        self.lost = self._renewal.lost
 
     async def stop(self) -> None:
-        self._stopping = True  # in case the cancellation is swallowed, see RedisSemaphore.aclose
-        self._renewal.cancel()
-        await asyncio.wait([self._renewal])
+        await self._renewal.stop()
 
 
 def _ignore(position: int) -> None:

@@ -112,6 +112,8 @@ class RedisSessionStore(SessionStore):
 
     ``idle_timeout``: seconds without a load or save before a session ends.
     ``absolute_lifetime``: seconds after creation when a session ends regardless.
+    ``prefix`` starts every key (``<prefix>session:{<id>}``): give each app sharing a Redis
+    its own (``chatstream serve`` uses ``chatstream:``).
     ``redis`` is public so other layers can reuse the client (and its timeouts).
     """
 
@@ -119,7 +121,7 @@ class RedisSessionStore(SessionStore):
         self,
         redis: Redis,
         *,
-        prefix: str = "chatstream:",
+        prefix: str = "",
         idle_timeout: float = 7 * 86400,
         absolute_lifetime: float = 30 * 86400,
     ) -> None:

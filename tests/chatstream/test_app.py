@@ -7,9 +7,9 @@ import pytest
 from chatstream import ChatStream
 from chatstream.app import create_app
 from chatstream.cli import build_parser, main
-from chatstream.config import ConfigError, Settings
 from chatstream.engines.batched import BatchedEngine
 from chatstream.engines.hf import TransformersEngine
+from chatstream.settings import ConfigError, Settings
 
 from .conftest import client_for
 from .tiny_model import TinyLlama, tiny_llama, tiny_sliding_window_model, tiny_tokenizer

@@ -5,7 +5,8 @@ import contextlib
 
 from redis.asyncio import Redis
 
-from chatstream.lease import LEASE_NAME, session_lease
+from chatstream.admission.lease import session_lease
+from chatstream.keys import GENERATION_LEASE
 from sessions import RedisSessionStore, Session
 
 
@@ -37,4 +38,4 @@ async def test_the_lease_is_released_even_if_its_renewal_swallows_the_cancellati
     holding = asyncio.create_task(hold())
     done, _ = await asyncio.wait({holding}, timeout=2)
     assert holding in done, "the lease is still renewed and held"
-    assert await session.acquire_lock(LEASE_NAME, 1) is not None  # released
+    assert await session.acquire_lock(GENERATION_LEASE, 1) is not None  # released

@@ -24,7 +24,7 @@ async def test_each_stream_is_one_structured_record(
     assert (entry["finish_reason"], entry["completion_tokens"]) == ("stop", 2)
     assert entry["duration_ms"] >= entry["queue_wait_ms"] >= 0
     assert f"message_id={entry['message_id']}" in entry["message"]
-    session_id = chat.cookies["chatstream_session"].split(".")[0]
+    session_id = chat.cookies["session"].split(".")[0]
     assert session_id not in caplog.text
 
 

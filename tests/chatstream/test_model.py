@@ -7,12 +7,14 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
+from chatstream.app import build_chat_stream
 from chatstream.engines.base import GenerationParams, GenerationRequest
 from chatstream.engines.batched import BatchedEngine
 from chatstream.engines.hf import TransformersEngine
 from chatstream.model import (
     BUNDLED_MODEL_NAME,
     CHATML_TEMPLATE,
+    ModelAndTokenizer,
     ModelNotFoundError,
     bundled_gguf_path,
     default_cache_dir,
@@ -20,6 +22,8 @@ from chatstream.model import (
     plain_copy,
     write_model_cache,
 )
+from chatstream.settings import Settings
+from sessions.embedded import embedded_redis
 
 from .engines.streams import collect
 from .tiny_model import tiny_llama, tiny_tokenizer
@@ -94,11 +98,19 @@ def test_a_model_not_on_this_machine_is_a_clear_error() -> None:
         load_model("nobody/no-such-model")
 
 
-def test_the_cache_dir_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CHATSTREAM_CACHE_DIR", "/srv/cache/smollm2")
-    assert default_cache_dir() == Path("/srv/cache/smollm2")
-    monkeypatch.delenv("CHATSTREAM_CACHE_DIR")
+def test_the_served_cache_dir_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_cache_dir() == Path.home() / ".cache/chatstream/models/smollm2-135m-instruct"
+    asked: list[Path | None] = []
+
+    def load(name_or_path: str | None, *, cache_dir: Path | None = None) -> ModelAndTokenizer:
+        asked.append(cache_dir)
+        raise ModelNotFoundError("recorded")
+
+    monkeypatch.setattr("chatstream.model.load_model", load)
+    settings = Settings.from_env({"CHATSTREAM_CACHE_DIR": "~/models/smollm2"})
+    with pytest.raises(ModelNotFoundError, match="recorded"):
+        build_chat_stream(settings, embedded_redis())
+    assert asked == [Path.home() / "models/smollm2"]
 
 
 def test_the_bundled_gguf_is_installed() -> None:

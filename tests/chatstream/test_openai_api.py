@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from chatstream.app import create_app
 from chatstream.cli import build_parser
-from chatstream.config import Settings
+from chatstream.settings import Settings
 
 from .asgi import ManualRequest
 from .conftest import AppFactory, client_for
@@ -188,7 +188,7 @@ async def test_api_keys_are_required_when_set(
         compared.append(key)
         return compare_digest(given, key)
 
-    monkeypatch.setattr("chatstream.openai_api.hmac.compare_digest", spy)
+    monkeypatch.setattr("chatstream.http.openai.hmac.compare_digest", spy)
     app, _ = make_app(engine, api_keys=["first-key", "second-key"])
     async with openai_client(app, api_key="first-key") as client:
         completion = await client.chat.completions.create(model="m", messages=HI)

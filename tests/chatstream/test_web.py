@@ -4,7 +4,7 @@ import re
 from urllib.parse import urljoin
 
 from chatstream.app import create_app
-from chatstream.config import Settings
+from chatstream.settings import Settings
 
 from .conftest import client_for
 

@@ -10,8 +10,7 @@ from typing import Any, TypeVar
 import httpx
 import redis as sync_redis
 
-from chatstream.admission.keys import SemaphoreKeys
-from chatstream.lease import LEASE_NAME
+from chatstream.keys import DEFAULT_PREFIX, GENERATION_LEASE, SemaphoreKeys
 from sessions import RedisSessionStore
 from sessions.embedded import embedded_redis
 from sessions.signing import CookieSigner
@@ -19,7 +18,7 @@ from sessions.signing import CookieSigner
 SECRET = "test-secret"  # what tests.servers.running_server signs with
 COOKIE = "chatstream_session"
 SEMAPHORE = SemaphoreKeys.build("generation")
-_STORE = RedisSessionStore(embedded_redis())  # only for the key layout
+_STORE = RedisSessionStore(embedded_redis(), prefix=DEFAULT_PREFIX)  # only for the key layout
 FINISH_REASONS = {"stop", "length", "cancelled", "error"}
 
 T = TypeVar("T")
@@ -34,7 +33,7 @@ def session_id(cookie: str, secret: str = SECRET) -> str:
 
 def lease_key(session: str) -> str:
     """Where a session's generation lease lives."""
-    return _STORE.key(session, "lock", LEASE_NAME)
+    return _STORE.key(session, "lock", GENERATION_LEASE)
 
 
 def live_permits(client: sync_redis.Redis) -> int:

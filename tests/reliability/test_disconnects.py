@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chatstream import ChatStream, Outcome
-from chatstream.turn import SESSION_KEY
+from chatstream.keys import CHAT_PROMPT, DEFAULT_PREFIX
 from sessions import RedisSessionStore, SessionMiddleware
 from tests.chatstream.asgi import ManualRequest
 from tests.chatstream.conftest import client_for
@@ -55,7 +55,7 @@ class HeldSaves(RedisSessionStore):
     """Holds each save of a finished turn while ``holding``, until ``release`` is set."""
 
     def __init__(self, redis: Redis) -> None:
-        super().__init__(redis)
+        super().__init__(redis, prefix=DEFAULT_PREFIX)  # the served app's layout, as state.py's
         self.holding = False
         self.saving = asyncio.Event()
         self.release = asyncio.Event()
@@ -68,7 +68,7 @@ class HeldSaves(RedisSessionStore):
         *,
         create: bool = True,
     ) -> None:
-        if self.holding and SESSION_KEY in changed:
+        if self.holding and CHAT_PROMPT in changed:
             self.saving.set()
             await self.release.wait()
         await super().save(session_id, changed, deleted, create=create)
@@ -89,7 +89,7 @@ def make_chat(redis: Redis, deltas: list[str]) -> Chat:
     store = HeldSaves(redis)
     chat_stream = ChatStream(engine=engine, redis=redis, max_concurrent=1)
     app = FastAPI()
-    app.add_middleware(SessionMiddleware, store=store, secret_key=SECRET)
+    app.add_middleware(SessionMiddleware, store=store, secret_key=SECRET, cookie_name=COOKIE)
     chat = Chat(app, chat_stream, engine, store)
 
     async def record(request: Request, outcome: Outcome) -> None:

@@ -14,7 +14,7 @@ import pytest
 import redis as sync_redis
 
 from chatstream.app import create_app
-from chatstream.config import Settings
+from chatstream.settings import Settings
 from sessions.handle import new_session_id
 from sessions.signing import CookieSigner
 from tests.chatstream.conftest import client_for

@@ -18,7 +18,7 @@ from sessions import Session, SessionMiddleware, SessionStore
 from sessions.types import ASGIApp, Message, Receive, Scope
 
 SECRET = "test-secret"
-COOKIE = "chatstream_session"
+COOKIE = "session"
 
 
 def session_of(request: Request) -> Session:

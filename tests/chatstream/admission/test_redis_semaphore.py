@@ -12,9 +12,9 @@ import pytest
 from redis.asyncio import Redis
 
 from chatstream.admission.base import Admission, Load, Permit
-from chatstream.admission.keys import SemaphoreKeys
 from chatstream.admission.semaphore import RedisSemaphore
 from chatstream.errors import QueueFull, QueueTimeout, ServiceUnavailable
+from chatstream.keys import SemaphoreKeys
 from sessions.embedded import embedded_redis
 
 KEYS = SemaphoreKeys.build("generation")

@@ -13,9 +13,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from chatstream.admission.base import Load
-from chatstream.admission.keys import SemaphoreKeys
 from chatstream.admission.semaphore import RedisSemaphore
 from chatstream.errors import ServiceUnavailable
+from chatstream.keys import SemaphoreKeys
 from chatstream.testing import free_port
 
 

@@ -1,8 +1,9 @@
-"""One chat turn as an ASGI response: lease, queue, generate, stream, persist, release, callback.
+"""One chat turn: lease, queue, generate, persist, release, callback.
 
-A :class:`~chatstream.generation.GenerationStream` that also holds the session's generation
-lease while it queues and generates, stores the turn (the reply so far, however the stream
-ended) before the permit and the lease are released, and runs the completion callback last.
+A :class:`TurnRun` is a :class:`~chatstream.chat.run.GenerationRun` that also holds the
+session's generation lease while it queues and generates, stores the turn (the reply so far,
+however the stream ended) before the permit and the lease are released, and runs the
+completion callback last.
 """
 
 from __future__ import annotations
@@ -17,51 +18,51 @@ from starlette.requests import Request
 
 from sessions import Session, StoreUnavailable
 
-from .admission.base import Admission
-from .engines.base import Engine, GenerationRequest
-from .generation import GenerationStream, WriterFactory
-from .lease import session_lease
-from .metrics import Metrics
+from ..admission.base import Admission
+from ..admission.lease import session_lease
+from ..conversations.prompt import ChatPrompt
+from ..engines.base import Engine, GenerationRequest
+from ..keys import CHAT_PROMPT
+from ..metrics import Metrics
 from .outcome import CompletionCallback, Outcome, run_callback
-from .prompt import ChatPrompt
+from .run import GenerationRun
 
 logger = logging.getLogger("chatstream")
-
-SESSION_KEY = "chat_prompt"
 
 
 @dataclass(slots=True)
 class ChatTurn:
-    """What the handler prepared before the response runs."""
+    """What the handler prepared before the run starts."""
 
     request: Request
     session: Session
     history: ChatPrompt  # the conversation with this turn's user message, not yet stored
-    generation: GenerationRequest
     message_id: str
     callback: CompletionCallback | None
+    lease_ttl: float
 
 
-class ChatTurnResponse(GenerationStream):
+class TurnRun(GenerationRun):
+    """Generates the reply of ``turn`` and stores it in the session."""
+
     def __init__(
         self,
         turn: ChatTurn,
+        generation: GenerationRequest,
         *,
         engine: Engine,
         admission: Admission,
-        lease_ttl: float,
         metrics: Metrics,
-        writer: WriterFactory,
+        route: str = "",
     ) -> None:
         super().__init__(
-            turn.generation, engine=engine, admission=admission, metrics=metrics, writer=writer
+            generation, engine=engine, admission=admission, metrics=metrics, route=route
         )
         self.turn = turn
-        self.lease_ttl = lease_ttl
 
     async def hold(self, stack: contextlib.AsyncExitStack) -> Sequence[asyncio.Event]:
         lease_lost = await stack.enter_async_context(
-            session_lease(self.turn.session, self.lease_ttl)
+            session_lease(self.turn.session, self.turn.lease_ttl)
         )
         return (lease_lost,)
 
@@ -76,7 +77,7 @@ class ChatTurnResponse(GenerationStream):
             prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
         )
-        turn.session.get_session()[SESSION_KEY] = turn.history
+        turn.session.get_session()[CHAT_PROMPT] = turn.history
         try:
             await turn.session.save_session()
         except StoreUnavailable:

@@ -9,9 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sessions import SerializationError, dumps, loads
 
-from .body import validate_object
-
-FEEDBACK_KEY = "feedback"
+from ..validation import validate_object
 
 FeedbackHook = Callable[[Any, dict[str, Any]], Awaitable[object] | object]
 """``on_feedback(request, feedback)``: a plain or coroutine function, called once stored."""

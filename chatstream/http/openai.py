@@ -1,6 +1,6 @@
 """The OpenAI-compatible, stateless API: ``POST /v1/chat/completions`` and ``GET /v1/models``.
 
-A completion is a :class:`~chatstream.generation.GenerationStream` like a chat turn: it waits in
+A completion is a :class:`~chatstream.chat.run.GenerationRun` like a chat turn: it waits in
 the same admission queue, is cancelled when its client leaves and shows in the same metrics. It
 holds no session lease and stores nothing. The body follows OpenAI's; of the fields this server
 does not implement, ``n`` must be 1 and the rest are ignored. The conversation is fitted to the
@@ -29,16 +29,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Send
 
-from .body import parse_json, read_body, validate_object
-from .errors import ChatStreamError, Unauthorized
-from .generation import GenerationStream, WriterFactory
-from .params import GenerationSettings, MaxNewTokens, Temperature, TopP
-from .prompt import ChatPrompt, Message
-from .routes import json_errors
-from .streaming import TextStreamWriter
+from ..chat.params import GenerationSettings, MaxNewTokens, Temperature, TopP
+from ..chat.run import GenerationRun
+from ..conversations.prompt import ChatPrompt, Message
+from ..errors import ChatStreamError, Unauthorized
+from ..validation import validate_object
+from .body import parse_json, read_body
+from .errors import json_errors
+from .streaming import StreamedReply, WriterFactory
+from .wire import RawHeaders, TextStreamWriter
 
 if TYPE_CHECKING:
-    from .chat_stream import ChatStream
+    from ..chat_stream import ChatStream
 
 MAX_STOP_STRINGS = 4
 _LOADED_AT = int(time.time())
@@ -155,8 +157,8 @@ class CompletionWriter(TextStreamWriter):
     """``stream: false``: one ``chat.completion`` JSON body once the reply is complete, or the
     JSON error instead; nothing is sent before."""
 
-    def __init__(self, send: Send, head: CompletionHead) -> None:
-        super().__init__(send, head.id)
+    def __init__(self, send: Send, headers: RawHeaders, *, head: CompletionHead) -> None:
+        super().__init__(send, headers, message_id=head.id)
         self.head = head
         self._parts: list[str] = []
 
@@ -179,21 +181,13 @@ class CompletionWriter(TextStreamWriter):
             "choices": [choice],
             "usage": _usage(summary),
         }
-        await self._respond(JSONResponse(completion))
+        await self.respond(JSONResponse(completion))
 
     async def error(self, error: ChatStreamError) -> None:
-        await self._respond(error.to_response())
+        await self.reject(error)
 
     async def end(self) -> None:
         """The whole body went out with ``done`` or ``error``."""
-
-    async def _respond(self, response: Response) -> None:
-        if self.started:
-            return
-        self.started = True
-        start = {"type": "http.response.start", "status": response.status_code}
-        await self._emit({**start, "headers": response.raw_headers})
-        await self._emit({"type": "http.response.body", "body": response.body})
 
 
 class ChunkWriter(TextStreamWriter):
@@ -204,8 +198,10 @@ class ChunkWriter(TextStreamWriter):
 
     media_type = "text/event-stream; charset=utf-8"
 
-    def __init__(self, send: Send, head: CompletionHead, include_usage: bool) -> None:
-        super().__init__(send, head.id)
+    def __init__(
+        self, send: Send, headers: RawHeaders, *, head: CompletionHead, include_usage: bool
+    ) -> None:
+        super().__init__(send, headers, message_id=head.id)
         self.head = head
         self.include_usage = include_usage
         self._role_sent = False
@@ -247,7 +243,7 @@ class ChunkWriter(TextStreamWriter):
         await self._body(f"data: {line}\n\n".encode())
 
 
-class CompletionStream(GenerationStream):
+class CompletionRun(GenerationRun):
     """Holds nothing and stores nothing. A reply the server cut short is no completion an
     OpenAI client could tell from a whole one, so it ends as an error."""
 
@@ -263,7 +259,7 @@ async def chat_completions(chat_stream: ChatStream, request: Request) -> Respons
     """OpenAI's ``POST /v1/chat/completions``: the whole reply as JSON, or streamed as SSE."""
     check_api_key(chat_stream, request)
     body = validate_completion_body(
-        parse_json(await read_body(request, chat_stream.max_body_bytes))
+        parse_json(await read_body(request, chat_stream.limits.max_body_bytes))
     )
     head = CompletionHead(
         id=f"chatcmpl-{uuid.uuid4().hex}",
@@ -282,13 +278,14 @@ async def chat_completions(chat_stream: ChatStream, request: Request) -> Respons
         writer = functools.partial(ChunkWriter, head=head, include_usage=include_usage)
     else:
         writer = functools.partial(CompletionWriter, head=head)
-    return CompletionStream(
+    run = CompletionRun(
         generation,
         engine=chat_stream.engine,
         admission=chat_stream.admission_for(getattr(request.state, "session", None)),
         metrics=chat_stream.metrics,
-        writer=writer,
+        route=request.url.path,
     )
+    return StreamedReply(run, writer)
 
 
 @json_errors

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatstream.config import ConfigError, Settings
+from chatstream.settings import ConfigError, Settings
 
 
 def test_defaults_match_the_design() -> None:
@@ -32,7 +32,7 @@ def test_environment_values_are_parsed() -> None:
     )
     assert (settings.prefill_tokens, settings.prefix_cache_mb) == (64, 0.5)
     assert settings.port == 9000
-    assert settings.is_mock
+    assert settings.model == "mock"
     assert settings.secret_keys == ["new", "old"]
     assert settings.queue_timeout == 2.5
     assert settings.max_concurrent == 3

@@ -8,8 +8,8 @@ from typing import Any, Literal, Self
 
 from sessions import register_type
 
-from .engines.base import FinishReason, PromptRenderer
-from .errors import InputTooLong, NothingToRegenerate
+from ..engines.base import FinishReason, PromptRenderer
+from ..errors import InputTooLong, NothingToRegenerate
 
 Role = Literal["system", "user", "assistant"]
 _ROLES = ("system", "user", "assistant")

@@ -1,4 +1,4 @@
-"""The web chat page: ``GET /`` and its two assets, read from the package's ``web/`` data.
+"""The web chat page: ``GET /`` and its two assets, read from the package's ``static/`` data.
 
 The page is static (no build step, nothing fetched from elsewhere) and talks to the JSON/SSE
 routes with relative URLs, so it also works when the router is mounted under a prefix.
@@ -22,7 +22,7 @@ CONTENT_SECURITY_POLICY = (
 
 @functools.cache
 def _read(name: str) -> bytes:
-    return (files("chatstream") / "web" / name).read_bytes()
+    return (files("chatstream.http") / "static" / name).read_bytes()
 
 
 def _asset(name: str, media_type: str) -> Response:

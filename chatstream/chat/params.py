@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .body import validate_object
-from .engines.base import GenerationParams
+from ..engines.base import GenerationParams
+from ..validation import validate_object
 
-SESSION_PARAMS_KEY = "generation_params"
+_DEFAULTS = GenerationParams()
 
 # The valid ranges, shared with the OpenAI-compatible API's request body.
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
@@ -23,11 +23,11 @@ class GenerationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    temperature: Temperature = 0.7
-    top_p: TopP = 0.9
-    top_k: int = Field(50, ge=0, le=1000)
-    max_new_tokens: MaxNewTokens = 256
-    repetition_penalty: float = Field(1.0, ge=1.0, le=2.0)
+    temperature: Temperature = _DEFAULTS.temperature
+    top_p: TopP = _DEFAULTS.top_p
+    top_k: int = Field(_DEFAULTS.top_k, ge=0, le=1000)
+    max_new_tokens: MaxNewTokens = _DEFAULTS.max_new_tokens
+    repetition_penalty: float = Field(_DEFAULTS.repetition_penalty, ge=1.0, le=2.0)
 
     @classmethod
     def validate_changes(cls, data: object) -> dict[str, Any]:

@@ -1,16 +1,17 @@
-"""One generation as an ASGI response: queue, generate, stream, with the client watched.
+"""One generation: queue, generate, stream to a sink, with interruptions honoured.
 
-:class:`GenerationStream` is what every generating route shares. It waits for a permit in the
-admission queue (reporting the position), runs the engine, streams the reply through a
-:class:`~chatstream.streaming.StreamWriter`, records the metrics, and stops the engine as soon
-as the client leaves. A route adds what it holds around that through three hooks: :meth:`hold`
-(before queueing), :meth:`settle` (once the reply is final) and :meth:`finished` (at the very
-end); the session turn holds a lease, stores the turn and runs the callback there.
+:class:`GenerationRun` is what every generating route shares. It waits for a permit in the
+admission queue (reporting the position), runs the engine, writes the reply to a
+:class:`~chatstream.chat.sink.ReplySink`, records the metrics, and stops the engine as soon as
+it is interrupted (its client left, a hold was lost, the server shuts down). A subclass adds
+what it holds around that through three hooks: :meth:`hold` (before queueing), :meth:`settle`
+(once the reply is final) and :meth:`finished` (at the very end); a chat turn holds the
+session lease, stores the turn and runs the callback there.
 
-Everything happens inside the response's own ``__call__``, in one ``try``/``finally``, so whatever
-the stream's end (success, the client leaving at any point, an engine error, the server shutting
-down) the reply is settled, the permit and what the route held are released, and ``finished``
-runs once, in that order.
+Everything happens in :meth:`stream`, in one ``try``/``finally``, so whatever the end (success,
+an interruption at any point, an engine error) the reply is settled, the permit and what the
+run held are released, and ``finished`` runs once, in that order. The HTTP layer
+(:mod:`chatstream.http.streaming`) wraps a run in a response and watches the client.
 """
 
 from __future__ import annotations
@@ -19,29 +20,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
-
-from .admission.base import Admission
-from .engines.base import Engine, FinishReason, GenerationDone, GenerationRequest, TextDelta
-from .errors import ChatStreamError, GenerationFailed, error_response
-from .logs import log_stream
-from .metrics import Metrics
+from ..admission.base import Admission
+from ..engines.base import Engine, FinishReason, GenerationDone, GenerationRequest, TextDelta
+from ..errors import ChatStreamError, GenerationFailed
+from ..logs import log_stream
+from ..metrics import Metrics
 from .outcome import Outcome
-from .streaming import ClientGone, StreamWriter
+from .sink import ClientGone, QueueReporter, ReplySink, quietly
 
 logger = logging.getLogger("chatstream")
 
-KEEP_ALIVE_INTERVAL = 15.0
-
 Interruption = Literal["client_left", "lease_lost", "shutdown"]
-
-WriterFactory = Callable[[Send], StreamWriter]
-"""Makes the writer of one response from its ``send``."""
 
 
 @dataclass(slots=True)
@@ -58,7 +51,7 @@ class Reply:
         return "".join(self.parts)
 
 
-class GenerationStream(Response):
+class GenerationRun:
     """Streams the reply to ``generation`` once ``admission`` grants a permit."""
 
     def __init__(
@@ -68,40 +61,36 @@ class GenerationStream(Response):
         engine: Engine,
         admission: Admission,
         metrics: Metrics,
-        writer: WriterFactory,
+        route: str = "",
     ) -> None:
         self.generation = generation
         self.engine = engine
         self.admission = admission
         self.metrics = metrics
-        self.make_writer = writer
-        self.status_code = 200
-        self.background = None
+        self.route = route
+        self.reply = Reply()
         self._work: asyncio.Task[Outcome] | None = None
         self._interruption: Interruption | None = None
         self._interruptible = True
         self._arrived = time.perf_counter()
         self._queue_wait = 0.0
-        self.reply = Reply()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        writer = self.make_writer(send)
-        work = self._work = asyncio.create_task(self._run(writer, scope, receive, send))
-        watcher = asyncio.create_task(self._watch_disconnect(receive))
+    async def stream(self, sink: ReplySink) -> Outcome:
+        """Run the generation into ``sink``; returns how it ended. If the calling task is
+        cancelled (the server shutting down), the run is interrupted and cleans up first."""
+        work = self._work = asyncio.create_task(self._run(sink))
         try:
             outcome = await asyncio.shield(work)
         except asyncio.CancelledError:
-            self._interrupt("shutdown")
+            self.interrupt("shutdown")
             await asyncio.wait({work})
             raise
-        finally:
-            watcher.cancel()
         self.metrics.outcomes.labels(outcome.value).inc()
         log_stream(
             logger,
             {
                 "message_id": self.generation.request_id,
-                "route": scope.get("path", ""),
+                "route": self.route,
                 "outcome": outcome.value,
                 "finish_reason": self.reply.finish_reason,
                 "prompt_tokens": self.reply.prompt_tokens,
@@ -112,11 +101,19 @@ class GenerationStream(Response):
             },
         )
         await self.finished(outcome)
+        return outcome
 
-    # -- what a route adds -----------------------------------------------------------------------
+    def interrupt(self, reason: Interruption) -> None:
+        """Stop the generation (within one decoding step); the first reason counts. Ignored
+        once the reply is being settled."""
+        if self._interruption is None and self._interruptible and self._work is not None:
+            self._interruption = reason
+            self._work.cancel()
+
+    # -- what a subclass adds --------------------------------------------------------------------
 
     async def hold(self, stack: contextlib.AsyncExitStack) -> Sequence[asyncio.Event]:
-        """Take what the stream holds besides its permit, before it queues, on ``stack`` (left
+        """Take what the run holds besides its permit, before it queues, on ``stack`` (left
         after the permit is released). Returns events whose setting means a hold was lost: the
         generation then stops as an error. A :class:`ChatStreamError` refuses the request."""
         return ()
@@ -130,7 +127,7 @@ class GenerationStream(Response):
         """Called once at the very end, after the response and every release."""
 
     def summary(self) -> dict[str, Any]:
-        """What the writer's ``done`` reports."""
+        """What the sink's ``done`` reports."""
         return {
             "message_id": self.generation.request_id,
             "finish_reason": self.reply.finish_reason,
@@ -141,19 +138,16 @@ class GenerationStream(Response):
             },
         }
 
-    # -- the stream ------------------------------------------------------------------------------
+    # -- the run ---------------------------------------------------------------------------------
 
-    async def _run(
-        self, writer: StreamWriter, scope: Scope, receive: Receive, send: Send
-    ) -> Outcome:
+    async def _run(self, sink: ReplySink) -> Outcome:
         try:
-            outcome = await self._hold_queue_generate(writer)
+            outcome = await self._hold_queue_generate(sink)
         except ChatStreamError as exc:
-            if writer.started:
-                await _quietly(writer.error(exc))
-            else:
-                await _quietly(exc.to_response()(scope, receive, send))
+            if not sink.started:
+                await quietly(sink.reject(exc))
                 return Outcome.REJECTED
+            await quietly(sink.error(exc))
             outcome = (
                 Outcome.UNKNOWN_ERROR_OCCURRED
                 if self.reply.generation_started
@@ -167,19 +161,18 @@ class GenerationStream(Response):
             outcome = self._left_outcome()
         except Exception:
             logger.exception("generation %s failed", self.generation.request_id)
-            if not writer.started:
-                response = error_response(500, "internal_error", "the reply could not be generated")
-                await _quietly(response(scope, receive, send))
+            if not sink.started:
+                await quietly(sink.reject(ChatStreamError("the reply could not be generated")))
                 return Outcome.UNKNOWN_ERROR_OCCURRED
             outcome = Outcome.UNKNOWN_ERROR_OCCURRED
         if outcome in (Outcome.SUCCESS, Outcome.UNKNOWN_ERROR_OCCURRED, Outcome.REJECTED):
-            await _quietly(writer.end())
+            await quietly(sink.end())
         return outcome
 
-    async def _hold_queue_generate(self, writer: StreamWriter) -> Outcome:
+    async def _hold_queue_generate(self, sink: ReplySink) -> Outcome:
         async with contextlib.AsyncExitStack() as stack:
             held = await self.hold(stack)
-            reporter = QueueReporter(writer)
+            reporter = QueueReporter(sink)
             self.metrics.generations_waiting.inc()
             queued_at = time.perf_counter()
             try:
@@ -195,10 +188,10 @@ class GenerationStream(Response):
                 watcher = asyncio.create_task(self._interrupt_when(lost, "lease_lost"))
                 stack.callback(watcher.cancel)
             self._raise_if_interrupted()
-            await writer.start()
+            await sink.start()
             try:
                 with self.metrics.generations_active.track_inprogress():
-                    await self._generate(writer)
+                    await self._generate(sink)
             finally:
                 self._interruptible = False
                 if self.reply.parts or self.reply.finish_reason is not None:
@@ -207,15 +200,15 @@ class GenerationStream(Response):
                     if not await asyncio.shield(self.settle()):
                         self.reply.finish_reason = "error"
         if self.reply.finish_reason is None:
-            # The client left, or a hold was lost, before a single token: nothing to settle.
+            # Interrupted before a single token: nothing to settle.
             return self._interrupted_outcome()
         if self.reply.finish_reason == "error":
-            await writer.error(GenerationFailed("the reply could not be completed"))
+            await sink.error(GenerationFailed("the reply could not be completed"))
             return Outcome.UNKNOWN_ERROR_OCCURRED
-        await writer.done(self.summary())
+        await sink.done(self.summary())
         return Outcome.SUCCESS
 
-    async def _generate(self, writer: StreamWriter) -> None:
+    async def _generate(self, sink: ReplySink) -> None:
         reply, metrics = self.reply, self.metrics
         reply.generation_started = True
         last_sent = self._arrived
@@ -227,7 +220,7 @@ class GenerationStream(Response):
                     if isinstance(event, TextDelta):
                         if event.text:
                             reply.parts.append(event.text)
-                            await writer.delta(event.text)
+                            await sink.delta(event.text)
                             now = time.perf_counter()
                             latency = metrics.inter_token_latency
                             if len(reply.parts) == 1:
@@ -263,11 +256,6 @@ class GenerationStream(Response):
 
     # -- interruptions ---------------------------------------------------------------------------
 
-    def _interrupt(self, reason: Interruption) -> None:
-        if self._interruption is None and self._interruptible and self._work is not None:
-            self._interruption = reason
-            self._work.cancel()
-
     def _raise_if_interrupted(self) -> None:
         """Redis calls with a socket timeout can swallow a cancellation on Python 3.11
         (``asyncio.wait_for``); an interrupted stream must stop all the same."""
@@ -276,12 +264,7 @@ class GenerationStream(Response):
 
     async def _interrupt_when(self, event: asyncio.Event, reason: Interruption) -> None:
         await event.wait()
-        self._interrupt(reason)
-
-    async def _watch_disconnect(self, receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        self._interrupt("client_left")
+        self.interrupt(reason)
 
     def _interrupted_outcome(self) -> Outcome:
         if self._interruption == "lease_lost":
@@ -292,41 +275,3 @@ class GenerationStream(Response):
         if self.reply.parts:
             return Outcome.CLIENT_DISCONNECTED_WHILE_STREAMING
         return Outcome.CLIENT_DISCONNECTED_BEFORE_STREAMING
-
-
-class QueueReporter:
-    """Tells the client its queue position while it waits, with keep-alives in between."""
-
-    def __init__(self, writer: StreamWriter, interval: float = KEEP_ALIVE_INTERVAL) -> None:
-        self._writer = writer
-        self._interval = interval
-        self._position = 0
-        self._changed = asyncio.Event()
-        self._task = asyncio.create_task(self._report())
-
-    def update(self, position: int) -> None:
-        self._position = position
-        self._changed.set()
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ClientGone):
-            await self._task
-
-    async def _report(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._changed.wait()
-            if self._changed.is_set():
-                self._changed.clear()
-                if self._position > 0:
-                    await self._writer.queued(self._position)
-            else:
-                await self._writer.keep_alive()
-
-
-async def _quietly(action: Any) -> None:
-    """Send something to a client that may already have left."""
-    with contextlib.suppress(ClientGone, OSError):
-        await action

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -13,38 +12,25 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sessions import Session, StoreUnavailable
+from sessions import Session
 
-from . import web
+from ..admission.lease import session_lease
+from ..chat.feedback import FeedbackBody, validate_feedback
+from ..chat.outcome import run_callback
+from ..chat.params import GenerationSettings
+from ..errors import NotFound
+from ..keys import CHAT_PROMPT, FEEDBACK, GENERATION_PARAMS
+from . import openai, page
 from .body import ChatStreamBody, parse_json, read_body
-from .errors import ChatStreamError, NotFound, ServiceUnavailable
-from .feedback import FEEDBACK_KEY, FeedbackBody, validate_feedback
-from .lease import session_lease
-from .outcome import run_callback
-from .params import SESSION_PARAMS_KEY, GenerationSettings
-from .turn import SESSION_KEY
+from .chat import chat_stream_endpoint
+from .errors import Endpoint, json_errors
 
 if TYPE_CHECKING:
-    from .chat_stream import ChatStream
-
-MAX_JSON_BYTES = 64 * 1024
-
-Endpoint = Callable[["ChatStream", Request], Awaitable[Response]]
+    from ..chat_stream import ChatStream
 
 
-def json_errors(endpoint: Endpoint) -> Endpoint:
-    """Answer the chat layer's errors (and store outages) with their JSON error response."""
-
-    @functools.wraps(endpoint)
-    async def wrapper(chat_stream: ChatStream, request: Request) -> Response:
-        try:
-            return await endpoint(chat_stream, request)
-        except StoreUnavailable as exc:
-            return ServiceUnavailable(str(exc), retry_after=exc.retry_after).to_response()
-        except ChatStreamError as exc:
-            return exc.to_response()
-
-    return wrapper
+async def read_json(chat_stream: ChatStream, request: Request) -> object:
+    return parse_json(await read_body(request, chat_stream.limits.max_json_bytes))
 
 
 @json_errors
@@ -64,8 +50,8 @@ async def get_prompt(chat_stream: ChatStream, request: Request) -> Response:
 async def clear_context(chat_stream: ChatStream, request: Request) -> Response:
     """Start the conversation over (409 while this session is generating)."""
     session: Session = request.state.session
-    async with session_lease(session, chat_stream.lease_ttl):
-        session.get_session().pop(SESSION_KEY, None)
+    async with session_lease(session, chat_stream.admission_config.lease_ttl):
+        session.get_session().pop(CHAT_PROMPT, None)
         await session.save_session()
     return JSONResponse({"status": "cleared"})
 
@@ -73,10 +59,10 @@ async def clear_context(chat_stream: ChatStream, request: Request) -> Response:
 @json_errors
 async def set_generation_params(chat_stream: ChatStream, request: Request) -> Response:
     """Change this session's sampling parameters for its next turns; answers the result."""
-    changes = GenerationSettings.validate_changes(await read_json(request))
+    changes = GenerationSettings.validate_changes(await read_json(chat_stream, request))
     session: Session = request.state.session
-    stored = session.get_session().get(SESSION_PARAMS_KEY)
-    session.get_session()[SESSION_PARAMS_KEY] = {**(stored or {}), **changes}
+    stored = session.get_session().get(GENERATION_PARAMS)
+    session.get_session()[GENERATION_PARAMS] = {**(stored or {}), **changes}
     await session.save_session()
     return JSONResponse(chat_stream.generation_settings(session).model_dump())
 
@@ -90,14 +76,14 @@ async def get_generation_params(chat_stream: ChatStream, request: Request) -> Re
 @json_errors
 async def set_feedback(chat_stream: ChatStream, request: Request) -> Response:
     """Like or dislike a reply of this session, with free-form data (404 for an unknown id)."""
-    feedback = validate_feedback(await read_json(request))
+    feedback = validate_feedback(await read_json(chat_stream, request))
     session: Session = request.state.session
     message = chat_stream.load_history(session).find(feedback.message_id)
     if message is None or message.role != "assistant":
         raise NotFound(f"this session has no reply {feedback.message_id!r}")
     record = feedback.model_dump()
-    stored = session.get_session().get(FEEDBACK_KEY) or {}
-    session.get_session()[FEEDBACK_KEY] = {**stored, feedback.message_id: record}
+    stored = session.get_session().get(FEEDBACK) or {}
+    session.get_session()[FEEDBACK] = {**stored, feedback.message_id: record}
     await session.save_session()
     await run_callback(chat_stream.on_feedback, request, record)
     return JSONResponse({"status": "recorded", "message_id": feedback.message_id})
@@ -115,31 +101,19 @@ async def metrics(chat_stream: ChatStream, request: Request) -> Response:
     return Response(chat_stream.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-async def read_json(request: Request) -> object:
-    return parse_json(await read_body(request, MAX_JSON_BYTES))
-
-
 async def healthz(request: Request) -> Response:
     """Liveness: the process answers."""
     return JSONResponse({"status": "ok"})
 
 
+@json_errors
 async def readyz(chat_stream: ChatStream, request: Request) -> Response:
     """Readiness: the model is loaded and the session store answers."""
-    try:
-        await request.state.session.store.ping()
-    except StoreUnavailable as exc:
-        return ServiceUnavailable(f"session store unreachable: {exc}").to_response()
+    await request.state.session.store.ping()
     return JSONResponse({"status": "ready", "model": chat_stream.engine.model_name})
 
 
 def build_router(chat_stream: ChatStream) -> APIRouter:
-    from .openai_api import (  # it uses json_errors from here
-        CompletionBody,
-        chat_completions,
-        list_models,
-    )
-
     router = APIRouter()
 
     def bind(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
@@ -149,20 +123,17 @@ def build_router(chat_stream: ChatStream) -> APIRouter:
         route.__doc__ = endpoint.__doc__
         return route
 
-    async def chat_stream_route(request: Request) -> Response:
-        return await chat_stream.handle_chat_stream_request(request)
-
     bodies: dict[str, type[BaseModel]] = {
         "/chat_stream": ChatStreamBody,
         "/set_generation_params": GenerationSettings,
         "/set_feedback": FeedbackBody,
-        "/v1/chat/completions": CompletionBody,
+        "/v1/chat/completions": openai.CompletionBody,
     }
     routes: list[tuple[str, Callable[[Request], Awaitable[Any]], str, str]] = [
-        ("/", web.index, "GET", "The web chat page"),
-        ("/static/app.js", web.script, "GET", "The web chat page's script"),
-        ("/static/style.css", web.stylesheet, "GET", "The web chat page's style sheet"),
-        ("/chat_stream", chat_stream_route, "POST", "Stream the next assistant reply"),
+        ("/", page.index, "GET", "The web chat page"),
+        ("/static/app.js", page.script, "GET", "The web chat page's script"),
+        ("/static/style.css", page.stylesheet, "GET", "The web chat page's style sheet"),
+        ("/chat_stream", bind(chat_stream_endpoint), "POST", "Stream the next assistant reply"),
         ("/get_prompt", bind(get_prompt), "GET", "The conversation and its prompt"),
         ("/clear_context", bind(clear_context), "POST", "Start the conversation over"),
         ("/set_generation_params", bind(set_generation_params), "POST", "Set sampling parameters"),
@@ -172,8 +143,8 @@ def build_router(chat_stream: ChatStream) -> APIRouter:
         ("/healthz", healthz, "GET", "Liveness"),
         ("/readyz", bind(readyz), "GET", "Readiness"),
         ("/metrics", bind(metrics), "GET", "Prometheus metrics"),
-        ("/v1/chat/completions", bind(chat_completions), "POST", "OpenAI-compatible chat"),
-        ("/v1/models", bind(list_models), "GET", "OpenAI-compatible model list"),
+        ("/v1/chat/completions", bind(openai.chat_completions), "POST", "OpenAI-compatible chat"),
+        ("/v1/models", bind(openai.list_models), "GET", "OpenAI-compatible model list"),
     ]
     for path, endpoint, method, summary in routes:
         body = bodies.get(path)

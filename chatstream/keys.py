@@ -1,14 +1,32 @@
-"""Every Redis key of the admission semaphore, built in one place.
+"""Every name chatstream stores under, built in one place: the fields it keeps in a session,
+and its own Redis keys.
 
-All of a semaphore's keys share the hash tag ``{sem:<name>}``: they live in one Redis Cluster
-slot, so one Lua script may change them all at once.
+Session fields are keys of the session mapping (``request.state.session.get_session()``); the
+session store decides where they live. chatstream's own Redis keys all start with
+:data:`DEFAULT_PREFIX` and carry a hash tag, so that what one Lua script changes lives in one
+Redis Cluster slot.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+# -- session fields --------------------------------------------------------------------------------
+
+CHAT_PROMPT = "chat_prompt"
+"""The conversation (a :class:`~chatstream.conversations.prompt.ChatPrompt`)."""
+GENERATION_PARAMS = "generation_params"
+"""The sampling parameters the session set (``/set_generation_params``)."""
+FEEDBACK = "feedback"
+"""Likes and dislikes, by message id (``/set_feedback``)."""
+GENERATION_LEASE = "generation"
+"""The session lock held while the session generates (one reply at a time)."""
+
+# -- Redis keys ------------------------------------------------------------------------------------
+
 DEFAULT_PREFIX = "chatstream:"
+
+# The admission semaphore: all of its keys share the hash tag ``{sem:<name>}``.
 SEMAPHORE_TAG = "{{sem:{name}}}"
 TICKETS = "tickets"
 QUEUE = "queue"

@@ -1,43 +1,28 @@
 """Wire formats of a chat stream: plain UTF-8 text deltas, or server-sent events.
 
-A writer owns the ``send`` of one response. It starts the response lazily, so a request that is
-refused before anything was sent still gets a proper status code and JSON error.
+A writer owns the ``send`` of one response and implements
+:class:`~chatstream.chat.sink.ReplySink`. It starts the response lazily, so a request that is
+refused before anything was sent still gets a proper status code and JSON error. ``headers``
+are what the endpoint set on the response (cookies, custom headers): they go out with the
+stream or with the error alike; the writer adds its own content type and stream headers.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
-from starlette.types import Send
+from starlette.responses import Response
+from starlette.types import Message, Send
 
-from .errors import ChatStreamError
+from ..chat.sink import ClientGone
+from ..errors import ChatStreamError
+from .errors import error_response
 
+RawHeaders = Sequence[tuple[bytes, bytes]]
 
-class ClientGone(Exception):
-    """Sending failed: the client has closed the connection."""
-
-
-class StreamWriter(Protocol):
-    """What a generation stream writes through, in this order: ``queued``/``keep_alive`` while
-    waiting, ``start`` once generation starts, ``delta``s, then ``done`` or ``error``, and
-    ``end``. ``started`` tells whether the response's status line went out."""
-
-    started: bool
-
-    async def start(self) -> None: ...
-
-    async def queued(self, position: int) -> None: ...
-
-    async def keep_alive(self) -> None: ...
-
-    async def delta(self, text: str) -> None: ...
-
-    async def done(self, summary: dict[str, Any]) -> None: ...
-
-    async def error(self, error: ChatStreamError) -> None: ...
-
-    async def end(self) -> None: ...
+_BODY_HEADERS = (b"content-type", b"content-length")
 
 
 class TextStreamWriter:
@@ -46,9 +31,10 @@ class TextStreamWriter:
 
     media_type = "text/plain; charset=utf-8"
 
-    def __init__(self, send: Send, message_id: str) -> None:
+    def __init__(self, send: Send, headers: RawHeaders, *, message_id: str) -> None:
         self._send = send
         self.message_id = message_id
+        self._headers = [(k, v) for k, v in headers if k.lower() not in _BODY_HEADERS]
         self.started = False
 
     async def start(self) -> None:
@@ -56,6 +42,7 @@ class TextStreamWriter:
             return
         self.started = True
         headers = [
+            *self._headers,
             (b"content-type", self.media_type.encode()),
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
@@ -79,6 +66,20 @@ class TextStreamWriter:
     async def error(self, error: ChatStreamError) -> None:
         """A plain stream cut short simply ends."""
 
+    async def reject(self, error: ChatStreamError) -> None:
+        """Answer with the error's status and JSON body instead of a stream."""
+        await self.respond(error_response(error))
+
+    async def respond(self, response: Response) -> None:
+        """Send ``response``, a whole answer, with the endpoint's headers (once only)."""
+        if self.started:
+            return
+        self.started = True
+        headers = [*self._headers, *response.raw_headers]
+        start = {"type": "http.response.start", "status": response.status_code}
+        await self._emit({**start, "headers": headers})
+        await self._emit({"type": "http.response.body", "body": bytes(response.body)})
+
     async def end(self) -> None:
         await self.start()
         await self._emit({"type": "http.response.body", "body": b"", "more_body": False})
@@ -86,7 +87,7 @@ class TextStreamWriter:
     async def _body(self, chunk: bytes) -> None:
         await self._emit({"type": "http.response.body", "body": chunk, "more_body": True})
 
-    async def _emit(self, message: dict[str, Any]) -> None:
+    async def _emit(self, message: Message) -> None:
         try:
             await self._send(message)
         except OSError as exc:  # uvicorn's ClientDisconnected, a broken pipe

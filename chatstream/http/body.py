@@ -1,16 +1,14 @@
-"""Reading and validating the body of ``POST /chat_stream``."""
+"""Reading request bodies (bounded), parsing them as JSON, and the body of ``POST /chat_stream``."""
 
 from __future__ import annotations
 
 import json
-from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from starlette.requests import ClientDisconnect, Request
 
-from .errors import InputTooLong, InvalidJSON, InvalidRequest
-
-Body = TypeVar("Body", bound=BaseModel)
+from ..errors import InputTooLong, InvalidJSON, InvalidRequest
+from ..validation import validate_object
 
 
 class ChatStreamBody(BaseModel):
@@ -55,16 +53,6 @@ def parse_json(body: bytes) -> object:
     return data
 
 
-def validate_object(model: type[Body], data: object) -> Body:
-    """``data`` (parsed JSON) as ``model``; anything else is 422 ``invalid_request``."""
-    if not isinstance(data, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidRequest(describe_validation_error(exc)) from None
-
-
 def validate_chat_body(data: object, *, max_input_chars: int) -> ChatStreamBody:
     parsed = validate_object(ChatStreamBody, data)
     if not parsed.regenerate:
@@ -73,10 +61,3 @@ def validate_chat_body(data: object, *, max_input_chars: int) -> ChatStreamBody:
         if len(parsed.user_input) > max_input_chars:
             raise InputTooLong(f"user_input is over {max_input_chars} characters")
     return parsed
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
-        for error in exc.errors()
-    )

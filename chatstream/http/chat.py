@@ -1,0 +1,78 @@
+"""``POST /chat_stream``: the next reply of the session's conversation, streamed.
+
+What ``ChatStream.handle_chat_stream_request`` does: read and check the body, prepare the
+turn (a new user message, or a regenerate), and answer with a
+:class:`~chatstream.http.streaming.StreamedReply` of a :class:`~chatstream.chat.turn.TurnRun`,
+or with a JSON error.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from typing import TYPE_CHECKING
+
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..chat.outcome import CompletionCallback, Outcome, run_callback
+from ..chat.turn import ChatTurn, TurnRun
+from .body import parse_json, read_body, validate_chat_body
+from .errors import error_response
+from .streaming import StreamedReply
+from .wire import EventStreamWriter, TextStreamWriter, wants_event_stream
+
+if TYPE_CHECKING:
+    from ..chat_stream import ChatStream
+
+
+async def chat_stream_endpoint(
+    chat_stream: ChatStream,
+    request: Request,
+    request_body: bytes | None = None,
+    callback: CompletionCallback | None = None,
+) -> Response:
+    """The answer to one ``POST /chat_stream`` (see the README's API reference)."""
+    limits = chat_stream.limits
+    try:
+        if request_body is None:
+            request_body = await read_body(request, limits.max_body_bytes)
+        data = parse_json(request_body)
+    except Exception as exc:
+        return error_response(exc)
+    try:
+        body = validate_chat_body(data, max_input_chars=limits.max_input_chars)
+        session = request.state.session
+        history = chat_stream.load_history(session).copy()
+        if body.regenerate:
+            history.drop_last_reply()
+        else:
+            assert body.user_input is not None
+            history.add_user_message(body.user_input)
+        message_id = uuid.uuid4().hex
+        generation = chat_stream.generation_request(
+            history, chat_stream.generation_settings(session), request_id=message_id
+        )
+    except Exception as exc:
+        # The body parsed, so the callback hears of the refusal, after the response.
+        response = error_response(exc)
+        response.background = BackgroundTask(run_callback, callback, request, Outcome.REJECTED)
+        return response
+    turn = ChatTurn(
+        request, session, history, message_id, callback, chat_stream.admission_config.lease_ttl
+    )
+    run = TurnRun(
+        turn,
+        generation,
+        engine=chat_stream.engine,
+        admission=chat_stream.admission_for(session),
+        metrics=chat_stream.metrics,
+        route=request.url.path,
+    )
+    writer = (
+        EventStreamWriter
+        if wants_event_stream(request.headers.get("accept", ""))
+        else TextStreamWriter
+    )
+    return StreamedReply(run, functools.partial(writer, message_id=message_id))

@@ -1,0 +1,164 @@
+"""Settings of the served app, read from the environment; the CLI has a flag for each.
+
+Each field names its environment variable and its help text; its default comes from the class
+that owns it (:mod:`chatstream.config`, ``GenerationParams``, the batching defaults), so a
+default is written once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .config import AdmissionConfig
+from .engines.base import DEFAULT_PREFILL_TOKENS, DEFAULT_PREFIX_CACHE_MB, GenerationParams
+
+_SAMPLING = GenerationParams()
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the server does not start."""
+
+
+def setting(default: Any, env: str, help: str) -> Any:
+    """A :class:`Settings` field read from ``env``."""
+    return field(default=default, metadata={"env": env, "help": help})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every field has an environment variable (``env`` in its metadata) and a CLI flag."""
+
+    host: str = setting("127.0.0.1", "HOST", "interface to listen on")
+    port: int = setting(8000, "PORT", "port to listen on")
+    redis_url: str | None = setting(
+        None,
+        "REDIS_URL",
+        "shared Redis (redis://host:port/db); unset = embedded store, one process",
+    )
+    secret_key: str | None = setting(
+        None,
+        "CHATSTREAM_SECRET_KEY",
+        "cookie signing key(s), comma-separated, newest first; required with Redis",
+    )
+    cookie_name: str = setting(
+        "chatstream_session", "CHATSTREAM_COOKIE_NAME", "name of the session cookie"
+    )
+    model: str | None = setting(
+        None,
+        "CHATSTREAM_MODEL",
+        "Hugging Face id or local path (no downloads); 'mock' = the mock engine; "
+        "unset = the bundled SmolLM2-135M-Instruct",
+    )
+    cache_dir: str | None = setting(
+        None,
+        "CHATSTREAM_CACHE_DIR",
+        "the bundled model's safetensors cache directory; "
+        "unset = ~/.cache/chatstream/models/smollm2-135m-instruct",
+    )
+    mock_token_delay: float = setting(
+        0.02, "CHATSTREAM_MOCK_TOKEN_DELAY", "seconds per token of the mock engine"
+    )
+    max_concurrent: int | None = setting(
+        AdmissionConfig.max_concurrent,
+        "CHATSTREAM_MAX_CONCURRENT",
+        "cluster-wide concurrent generations (unset: the engine's slots)",
+    )
+    max_queue: int = setting(
+        AdmissionConfig.max_queue,
+        "CHATSTREAM_MAX_QUEUE",
+        "cluster-wide waiting requests before 429 queue_full",
+    )
+    queue_timeout: float = setting(
+        AdmissionConfig.queue_timeout,
+        "CHATSTREAM_QUEUE_TIMEOUT",
+        "seconds a request may wait before 503 queue_timeout",
+    )
+    lease_ttl: float = setting(
+        AdmissionConfig.lease_ttl,
+        "CHATSTREAM_LEASE_TTL",
+        "seconds a crashed instance keeps its permits and session leases",
+    )
+    max_new_tokens: int = setting(
+        _SAMPLING.max_new_tokens,
+        "CHATSTREAM_MAX_NEW_TOKENS",
+        "default reply length cap, in tokens",
+    )
+    api_keys: str | None = setting(
+        None,
+        "CHATSTREAM_API_KEYS",
+        "Bearer tokens the OpenAI-compatible /v1 routes require, comma-separated; unset = open",
+    )
+    prefill_tokens: int = setting(
+        DEFAULT_PREFILL_TOKENS,
+        "CHATSTREAM_PREFILL_TOKENS",
+        "new prompt tokens per prefill pass of the batched engine: smaller gives a burst of "
+        "requests their first tokens sooner, larger prefills more at once",
+    )
+    prefix_cache_mb: float = setting(
+        DEFAULT_PREFIX_CACHE_MB,
+        "CHATSTREAM_PREFIX_CACHE_MB",
+        "MiB kept of recent prompts' and replies' KV cache, so a prompt that starts like one of "
+        "them (system prompt, a conversation's earlier turns) skips that part; 0 = off",
+    )
+
+    def __post_init__(self) -> None:
+        if self.prefill_tokens < 1:
+            raise ConfigError(f"{env_name('prefill_tokens')}={self.prefill_tokens} must be >= 1")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for spec in fields(cls):
+            raw = environ.get(spec.metadata["env"], "").strip()
+            if raw:
+                values[spec.name] = _parse(spec.metadata["env"], raw, spec.type)
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def secret_keys(self) -> list[str]:
+        """Cookie signing keys, newest first."""
+        return _comma_list(self.secret_key)
+
+    @property
+    def api_key_list(self) -> list[str]:
+        """Bearer tokens the ``/v1`` routes accept; none = the routes are open."""
+        return _comma_list(self.api_keys)
+
+    @property
+    def admission(self) -> AdmissionConfig:
+        return AdmissionConfig(
+            max_concurrent=self.max_concurrent,
+            max_queue=self.max_queue,
+            queue_timeout=self.queue_timeout,
+            lease_ttl=self.lease_ttl,
+        )
+
+
+def _comma_list(value: str | None) -> list[str]:
+    """The non-empty items of a comma-separated setting, stripped."""
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a ``Settings`` field."""
+    return str(Settings.__dataclass_fields__[name].metadata["env"])
+
+
+def _parse(variable: str, raw: str, annotation: object) -> object:
+    kind = str(annotation)
+    try:
+        if kind.startswith("int"):
+            value: object = int(raw)
+        elif kind.startswith("float"):
+            value = float(raw)
+        else:
+            return raw
+    except ValueError:
+        raise ConfigError(f"{variable}={raw!r} is not a number") from None
+    if isinstance(value, int | float) and value < 0:
+        raise ConfigError(f"{variable}={raw!r} must not be negative")
+    return value
