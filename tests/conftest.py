@@ -1,6 +1,7 @@
 """Redis for tests.
 
 ``redis``: real Redis when ``REDIS_URL`` is set (CI), the embedded fakeredis otherwise.
+``private_redis``: a redis-server of the test's own, to kill or restart.
 ``real_redis``: always a real server (``REDIS_URL``, else 127.0.0.1:6379 db 15 when it answers);
 for tests about Redis itself. In CI (``CI`` set) a missing server fails these tests, never skips.
 Each fixture flushes its database before and after the test.
@@ -9,13 +10,15 @@ Each fixture flushes its database before and after the test.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis as sync_redis
 from redis.asyncio import Redis
 
 from sessions.embedded import embedded_redis
+from tests.servers import RedisProcess, redis_process
 
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -57,3 +60,13 @@ async def redis() -> AsyncIterator[Redis]:
     yield client
     await client.flushdb()
     await client.aclose()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of this test's own, without persistence, for the test to kill or
+    restart (a restart loses every key)."""
+    server = redis_process(tmp_path)
+    server.start()
+    yield server
+    server.kill()

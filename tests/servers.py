@@ -3,11 +3,14 @@ tests about processes, sockets and crashes."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 import redis
 
 from chatstream.testing import ServerProcess, free_port, serve
@@ -65,3 +68,24 @@ class RedisProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def redis_process(directory: str | os.PathLike[str], *, persistent: bool = False) -> RedisProcess:
+    """A :class:`RedisProcess` (not started); fails in CI, skips elsewhere, without
+    redis-server on PATH."""
+    if shutil.which("redis-server") is None:
+        message = "this test needs redis-server on PATH"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return RedisProcess(os.fspath(directory), persistent=persistent)

@@ -11,6 +11,9 @@ An instance's waiters are looked after by one poll task: one script call heartbe
 grants what can be granted and returns their positions. It runs when a script publishes on the
 wake channel (a release, a grant, an expiry), when the next lease or heartbeat in Redis expires,
 and at least every :data:`RECHECK_INTERVAL` (pub/sub loses messages while reconnecting).
+
+Why one module: the semaphore, its local tickets and its permits share this instance's slot
+accounting and wake-up signal; apart, each would reach into the others' state.
 """
 
 from __future__ import annotations

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from ..chat.outcome import CompletionCallback, Outcome, run_callback
 from ..chat.turn import ChatTurn, TurnRun
@@ -56,9 +57,9 @@ async def chat_stream_endpoint(
         )
     except Exception as exc:
         # The body parsed, so the callback hears of the refusal, after the response.
-        response = error_response(exc)
-        response.background = BackgroundTask(run_callback, callback, request, Outcome.REJECTED)
-        return response
+        refused = error_response(exc, RefusedTurn)
+        refused.after = functools.partial(run_callback, callback, request, Outcome.REJECTED)
+        return refused
     turn = ChatTurn(
         request, session, history, message_id, callback, chat_stream.admission_config.lease_ttl
     )
@@ -76,3 +77,15 @@ async def chat_stream_endpoint(
         else TextStreamWriter
     )
     return StreamedReply(run, functools.partial(writer, message_id=message_id))
+
+
+class RefusedTurn(JSONResponse):
+    """A turn refused before generation: its JSON error, then ``after`` (the completion
+    callback with ``rejected``), after any ``background`` task the endpoint set."""
+
+    after: Callable[[], Awaitable[None]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+        if self.after is not None:
+            await self.after()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("chatstream")
 
 Endpoint = Callable[["ChatStream", Request], Awaitable[Response]]
+R = TypeVar("R", bound=JSONResponse)
 
 UNAVAILABLE_MESSAGE = "the session store is unavailable; try again shortly"
 
@@ -41,11 +42,11 @@ def as_chat_error(exc: Exception) -> ChatStreamError:
     return GenerationFailed("the request could not be completed")
 
 
-def error_response(exc: Exception) -> JSONResponse:
-    """The JSON error answer to ``exc``."""
+def error_response(exc: Exception, response_class: type[R] = JSONResponse) -> R:  # type: ignore[assignment]
+    """The JSON error answer to ``exc`` (a ``response_class``)."""
     error = as_chat_error(exc)
     body = {"error": {"code": error.code, "message": error.message}}
-    return JSONResponse(body, error.status, headers=error.headers())
+    return response_class(body, error.status, headers=error.headers())
 
 
 def json_errors(endpoint: Endpoint) -> Endpoint:

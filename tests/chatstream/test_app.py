@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from chatstream import ChatStream
@@ -11,6 +9,7 @@ from chatstream.engines.batched import BatchedEngine
 from chatstream.engines.hf import TransformersEngine
 from chatstream.settings import ConfigError, Settings
 
+from ..sse import parse_events
 from .conftest import client_for
 from .tiny_model import TinyLlama, tiny_llama, tiny_sliding_window_model, tiny_tokenizer
 
@@ -136,8 +135,8 @@ async def test_a_follow_up_turn_reports_the_prompt_tokens_it_took_from_the_prefi
                 json={"user_input": user_input},
                 headers={"accept": "text/event-stream"},
             )
-            done = response.text.split("event: done\ndata: ")[1].split("\n")[0]
-            usages.append(json.loads(done)["usage"])
+            done = parse_events(response.text)[-1]
+            usages.append(done.data["usage"])
         metrics = (await client.get("/metrics")).text
     first, second = usages
     assert first["cached_tokens"] == 0

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from chatstream import ChatStream, Outcome
 
+from ..sse import parse_events
 from .asgi import ManualRequest
 from .conftest import AppFactory, client_for
 from .scripted import ScriptedEngine
@@ -373,10 +374,7 @@ async def test_event_stream(chat: httpx.AsyncClient) -> None:
         "/chat_stream", json={"user_input": "hi"}, headers={"accept": "text/event-stream"}
     )
     assert response.headers["content-type"].startswith("text/event-stream")
-    events = [
-        (block.split("\n")[0].removeprefix("event: "), json.loads(block.split("\n")[1][6:]))
-        for block in response.text.strip().split("\n\n")
-    ]
+    events = [(event.name, event.data) for event in parse_events(response.text)]
     assert events[:2] == [("delta", {"text": "Hello"}), ("delta", {"text": " world"})]
     name, done = events[2]
     assert name == "done"

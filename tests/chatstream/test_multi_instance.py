@@ -7,6 +7,7 @@ import threading
 import httpx
 
 from tests.servers import running_server
+from tests.sse import iter_events
 
 INSTANCE_ARGS = ("--model", "mock", "--mock-token-delay", "0.1", "--max-concurrent", "1")
 
@@ -46,9 +47,7 @@ def test_two_instances_share_conversations_and_the_global_limit(redis_url: str) 
             with other_user.stream(
                 "POST", "/chat_stream", json={"user_input": "x"}, headers=headers
             ) as reply:
-                for line in reply.iter_lines():
-                    if line.startswith("event: "):
-                        events.append(line.removeprefix("event: "))
+                events += [event.name for event in iter_events(reply.iter_lines())]
         holder.join(30)
         assert events[0] == "queued"
         assert events[-1] == "done"

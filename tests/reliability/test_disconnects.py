@@ -9,7 +9,6 @@ Redis), then at random moments against a real server over raw sockets.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 import socket
@@ -35,6 +34,7 @@ from tests.chatstream.conftest import client_for
 from tests.chatstream.scripted import ScriptedEngine
 from tests.servers import running_server
 
+from ..sse import parse_events, reply_text
 from .state import (
     COOKIE,
     SECRET,
@@ -144,8 +144,7 @@ async def leave_at(chat: Chat, point: Point, request: ManualRequest, k: int) -> 
 def received_text(request: ManualRequest) -> str:
     """The reply's text as the client got it, in either format."""
     if request.accept == "text/event-stream":
-        deltas = re.findall(r"^event: delta\ndata: (.*)$", request.text, re.MULTILINE)
-        return "".join(json.loads(data)["text"] for data in deltas)
+        return reply_text(parse_events(request.text))
     return request.text
 
 

@@ -9,7 +9,6 @@ meanwhile. All traffic stays on loopback.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import threading
@@ -22,6 +21,7 @@ import redis as sync_redis
 
 from tests.servers import Server, running_server
 
+from ..sse import parse_events, reply_text
 from .state import SEMAPHORE, assert_well_formed, errors_in, held_anything, wait_for
 
 pytestmark = pytest.mark.redis
@@ -81,13 +81,10 @@ async def take_turn(client: httpx.AsyncClient, user: User, server: Server, sse: 
     if not sse:
         turn.message_id, turn.text = reply.headers["x-message-id"], body
         return turn
-    events = [block.split("\n", 1) for block in body.strip().split("\n\n")]
-    data = [
-        (name.removeprefix("event: "), json.loads(d.removeprefix("data: "))) for name, d in events
-    ]
-    assert data[-1][0] == "done", data[-1]
-    turn.message_id = data[-1][1]["message_id"]
-    turn.text = "".join(payload["text"] for name, payload in data if name == "delta")
+    events = parse_events(body)
+    assert events[-1].name == "done", events[-1]
+    turn.message_id = events[-1].data["message_id"]
+    turn.text = reply_text(events)
     return turn
 
 

@@ -5,36 +5,23 @@ Each test runs a private redis-server (never the shared one) and kills it with S
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.servers import RedisProcess, Server, running_server
+from tests.servers import RedisProcess, Server, redis_process, running_server
 
-from .conftest import redis_process
+from ..sse import iter_events
 from .state import COOKIE, assert_well_formed, errors_in, history, session_id, wait_for
 
 pytestmark = pytest.mark.redis
 
 ARGS = ("--model", "mock", "--mock-token-delay", "0.05", "--max-concurrent", "1")
 SSE = {"accept": "text/event-stream"}
-
-
-def events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(event, data)`` of each server-sent event."""
-    name = ""
-    for line in lines:
-        if line.startswith("event: "):
-            name = line.removeprefix("event: ")
-        elif line.startswith("data: "):
-            yield name, json.loads(line.removeprefix("data: "))
 
 
 def stream_until_redis_dies(
@@ -47,8 +34,8 @@ def stream_until_redis_dies(
         httpx.Client(base_url=server.url, timeout=30) as client,
         client.stream("POST", "/chat_stream", json=long_input, headers=SSE) as reply,
     ):
-        for name, _ in events(reply.iter_lines()):
-            names.append(name)
+        for event in iter_events(reply.iter_lines()):
+            names.append(event.name)
             if names.count("delta") == 1:
                 assert kill.wait(10)
                 redis.kill()

@@ -1,11 +1,9 @@
-"""RedisSemaphore when its Redis goes away: a private redis-server, stopped and restarted."""
+"""RedisSemaphore when its Redis goes away: a private redis-server, stopped and restarted
+(a restart loses every key)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -16,47 +14,7 @@ from chatstream.admission.base import Load
 from chatstream.admission.semaphore import RedisSemaphore
 from chatstream.errors import ServiceUnavailable
 from chatstream.keys import SemaphoreKeys
-from chatstream.testing import free_port
-
-
-class RedisServer:
-    """A redis-server of this test's own, without persistence: a restart loses every key."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self._process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(
-            *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
-            *("--save", "", "--appendonly", "no"),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert self._process.stdout is not None
-        async with asyncio.timeout(10):
-            while b"Ready to accept connections" not in await self._process.stdout.readline():
-                pass
-
-    async def stop(self) -> None:
-        assert self._process is not None
-        self._process.terminate()
-        await self._process.wait()
-
-    async def restart(self) -> None:
-        await self.stop()
-        await self.start()
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI"):
-            pytest.fail("these tests need redis-server on PATH")
-        pytest.skip("these tests need redis-server on PATH")
-    server = RedisServer()
-    await server.start()
-    yield server
-    await server.stop()
+from tests.servers import RedisProcess
 
 
 async def hand_off(semaphore: RedisSemaphore) -> None:
@@ -78,12 +36,12 @@ async def wake_subscribers(redis: Redis) -> int:
     return int(count)
 
 
-async def test_works_again_after_redis_restarts(server: RedisServer) -> None:
-    redis = Redis(port=server.port)
+async def test_works_again_after_redis_restarts(private_redis: RedisProcess) -> None:
+    redis = Redis(port=private_redis.port)
     semaphore = RedisSemaphore(redis, capacity=1)
     await hand_off(semaphore)
     assert await wake_subscribers(redis) == 1
-    await server.restart()
+    await asyncio.to_thread(private_redis.restart)
     async with semaphore.acquire():
         assert await semaphore.load() == Load(1, 0, 1, 64)
     await hand_off(semaphore)
@@ -97,21 +55,21 @@ async def test_works_again_after_redis_restarts(server: RedisServer) -> None:
     await redis.aclose()
 
 
-async def test_a_lease_that_cannot_be_renewed_is_lost(server: RedisServer) -> None:
-    redis = Redis(port=server.port)
+async def test_a_lease_that_cannot_be_renewed_is_lost(private_redis: RedisProcess) -> None:
+    redis = Redis(port=private_redis.port)
     semaphore = RedisSemaphore(redis, capacity=1, lease_ttl=0.6)
     async with semaphore.acquire() as permit:
-        await server.stop()
+        await asyncio.to_thread(private_redis.stop)
         await asyncio.wait_for(permit.lost.wait(), 10)
-        await server.start()
+        await asyncio.to_thread(private_redis.start)
     await semaphore.aclose()
     await redis.aclose()
 
 
-async def test_acquire_fails_with_service_unavailable(server: RedisServer) -> None:
-    redis = Redis(port=server.port, retry=Retry(NoBackoff(), 1))
+async def test_acquire_fails_with_service_unavailable(private_redis: RedisProcess) -> None:
+    redis = Redis(port=private_redis.port, retry=Retry(NoBackoff(), 1))
     semaphore = RedisSemaphore(redis, capacity=1)
-    await server.stop()
+    await asyncio.to_thread(private_redis.stop)
     with pytest.raises(ServiceUnavailable) as raised:
         async with semaphore.acquire():
             pytest.fail("granted without Redis")
@@ -119,13 +77,13 @@ async def test_acquire_fails_with_service_unavailable(server: RedisServer) -> No
     assert raised.value.code == "store_unavailable"
     with pytest.raises(ServiceUnavailable):
         await semaphore.load()
-    await server.start()
+    await asyncio.to_thread(private_redis.start)
     await semaphore.aclose()
     await redis.aclose()
 
 
-async def test_waiters_fail_with_service_unavailable(server: RedisServer) -> None:
-    redis = Redis(port=server.port, retry=Retry(NoBackoff(), 1))
+async def test_waiters_fail_with_service_unavailable(private_redis: RedisProcess) -> None:
+    redis = Redis(port=private_redis.port, retry=Retry(NoBackoff(), 1))
     semaphore = RedisSemaphore(redis, capacity=1)
     queued = asyncio.Event()
 
@@ -136,9 +94,9 @@ async def test_waiters_fail_with_service_unavailable(server: RedisServer) -> Non
     async with semaphore.acquire():
         waiter = asyncio.create_task(wait())
         await queued.wait()
-        await server.stop()
+        await asyncio.to_thread(private_redis.stop)
         with pytest.raises(ServiceUnavailable):
             await waiter
-        await server.start()
+        await asyncio.to_thread(private_redis.start)
     await semaphore.aclose()
     await redis.aclose()

@@ -6,7 +6,7 @@ from chatstream import ChatPrompt, Message
 from chatstream.errors import InputTooLong, NothingToRegenerate
 from sessions.serializer import dump_fields, dumps, load_fields, loads
 
-from .scripted import WordRenderer
+from ..scripted import WordRenderer
 
 
 def conversation(turns: int, system_prompt: str | None = "Be brief.") -> ChatPrompt:

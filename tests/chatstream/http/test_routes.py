@@ -6,8 +6,8 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from .conftest import AppFactory, client_for
-from .scripted import ScriptedEngine
+from ..conftest import AppFactory, client_for
+from ..scripted import ScriptedEngine
 
 
 async def test_generation_params_round_trip_and_reach_the_engine(

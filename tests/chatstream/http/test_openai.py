@@ -16,10 +16,10 @@ from chatstream.app import create_app
 from chatstream.cli import build_parser
 from chatstream.settings import Settings
 
-from .asgi import ManualRequest
-from .conftest import AppFactory, client_for
-from .scripted import ScriptedEngine
-from .test_chat_stream import wait_until
+from ..asgi import ManualRequest
+from ..conftest import AppFactory, client_for
+from ..scripted import ScriptedEngine
+from ..test_chat_stream import wait_until
 
 HI: list[Any] = [{"role": "user", "content": "Hi"}]
 

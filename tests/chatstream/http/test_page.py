@@ -6,7 +6,7 @@ from urllib.parse import urljoin
 from chatstream.app import create_app
 from chatstream.settings import Settings
 
-from .conftest import client_for
+from ..conftest import client_for
 
 
 async def test_the_page_and_its_assets_are_served_from_the_package() -> None:
