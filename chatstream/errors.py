@@ -3,15 +3,24 @@
     ChatStreamError                     root; ``status`` and ``code`` give the HTTP answer;
                                         itself 500 internal_error (an unexpected failure)
     ├── InvalidJSON                     400 invalid_json
-    ├── InvalidRequest                  422 invalid_request
-    ├── InputTooLong                    413 input_too_long
-    ├── NotFound                        404 not_found
+    ├── InvalidHost                     400 invalid_host (Host not in the allowed hosts)
     ├── Unauthorized                    401 unauthorized (WWW-Authenticate: Bearer)
+    ├── ForbiddenOrigin                 403 forbidden_origin (a cross-site request)
+    ├── NotFound                        404 not_found
+    ├── InputTooLong                    413 input_too_long
+    ├── UnsupportedMediaType            415 unsupported_media_type (a body that is not JSON)
+    ├── InvalidRequest                  422 invalid_request
     ├── SessionBusy                     409 session_busy
     ├── NothingToRegenerate             409 nothing_to_regenerate
+    ├── NothingToContinue               409 nothing_to_continue
+    ├── NothingRunning                  409 nothing_running
+    ├── ConversationFull                409 conversation_full
+    ├── TooManyConversations            409 too_many_conversations
     ├── QueueFull                       429 queue_full (Retry-After)
+    ├── TooManyRequests                 429 too_many_requests (Retry-After; one client's limits)
     ├── QueueTimeout                    503 queue_timeout (Retry-After)
     ├── ServiceUnavailable              503 store_unavailable (Retry-After)
+    ├── UpstreamUnavailable             503 upstream_unavailable (Retry-After; a remote engine)
     └── GenerationFailed                500 generation_failed (the reply could not be completed)
 
 This module knows no web framework: :mod:`chatstream.http.errors` turns these (and the session
@@ -54,6 +63,21 @@ class InvalidJSON(ChatStreamError):
     code = "invalid_json"
 
 
+class InvalidHost(ChatStreamError):
+    status = 400
+    code = "invalid_host"
+
+
+class ForbiddenOrigin(ChatStreamError):
+    status = 403
+    code = "forbidden_origin"
+
+
+class UnsupportedMediaType(ChatStreamError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class InvalidRequest(ChatStreamError):
     status = 422
     code = "invalid_request"
@@ -87,9 +111,37 @@ class NothingToRegenerate(ChatStreamError):
     code = "nothing_to_regenerate"
 
 
+class NothingToContinue(ChatStreamError):
+    status = 409
+    code = "nothing_to_continue"
+
+
+class NothingRunning(ChatStreamError):
+    status = 409
+    code = "nothing_running"
+
+
+class ConversationFull(ChatStreamError):
+    status = 409
+    code = "conversation_full"
+
+
+class TooManyConversations(ChatStreamError):
+    status = 409
+    code = "too_many_conversations"
+
+
 class QueueFull(ChatStreamError):
     status = 429
     code = "queue_full"
+    retry_after = 1
+
+
+class TooManyRequests(ChatStreamError):
+    """One client is over its own limits (requests at once, or turns per minute)."""
+
+    status = 429
+    code = "too_many_requests"
     retry_after = 1
 
 
@@ -102,6 +154,12 @@ class QueueTimeout(ChatStreamError):
 class ServiceUnavailable(ChatStreamError):
     status = 503
     code = "store_unavailable"
+    retry_after = 1
+
+
+class UpstreamUnavailable(ChatStreamError):
+    status = 503
+    code = "upstream_unavailable"
     retry_after = 1
 
 
