@@ -15,35 +15,40 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 
 from sessions import RedisSessionStore, SessionMiddleware
 from sessions.embedded import embedded_redis
 
 from .chat_stream import ChatStream
+from .errors import ChatStreamError, MethodNotAllowed, NotFound
+from .http.errors import error_response
+from .http.guard import HostGuard
 from .keys import DEFAULT_PREFIX
 from .settings import ConfigError, Settings
 
 logger = logging.getLogger("chatstream")
 
 REDIS_TIMEOUT = 2.0
+MIN_SECRET_BYTES = 32
 
 
 def create_app(
     settings: Settings | None = None, *, chat_stream: ChatStream | None = None
 ) -> FastAPI:
     settings = Settings.from_env() if settings is None else settings
-    secret_keys = settings.secret_keys
-    if not secret_keys:
-        if settings.redis_url:
-            raise ConfigError(
-                "REDIS_URL is set but CHATSTREAM_SECRET_KEY is not: instances sharing Redis "
-                "must share the cookie signing key, or they cannot read each other's sessions"
-            )
+    secret_keys = signing_keys(settings)
+    access = settings.access
+    hosts = settings.host_names
+    if hosts == ["*"] and not access.api_keys:
         logger.warning(
-            "CHATSTREAM_SECRET_KEY is not set: using a random key for this process only. "
-            "Sessions will not survive a restart. Set it for anything but local development."
+            "chatstream is bound to %s with no CHATSTREAM_ALLOWED_HOSTS and no "
+            "CHATSTREAM_API_KEYS: any host name reaches it and every route is open. Set them "
+            "for anything reachable from other machines.",
+            settings.host,
         )
-        secret_keys = [secrets.token_urlsafe(32)]
     redis = connect_redis(settings.redis_url)
     if chat_stream is None:
         chat_stream = build_chat_stream(settings, redis)
@@ -54,16 +59,53 @@ def create_app(
         await chat_stream.aclose()
         await redis.aclose()
 
-    app = FastAPI(title="chatstream", lifespan=lifespan)
+    # The interactive docs load their scripts from a CDN, next to users' cookies: off unless
+    # asked for.
+    docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="chatstream", lifespan=lifespan, **docs)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_middleware(
         SessionMiddleware,
         store=RedisSessionStore(redis, prefix=DEFAULT_PREFIX),
         secret_key=secret_keys,
         cookie_name=settings.cookie_name,
     )
+    app.add_middleware(HostGuard, allowed_hosts=hosts)
     app.state.chat_stream = chat_stream
     chat_stream.mount(app)
     return app
+
+
+def signing_keys(settings: Settings) -> list[str]:
+    """The cookie signing keys, newest first; a random one for this process when none is set
+    and the store is in-process. Keys shared through Redis must be long enough to resist
+    guessing (:data:`MIN_SECRET_BYTES`)."""
+    keys = settings.secret_keys
+    if settings.redis_url:
+        if not keys:
+            raise ConfigError(
+                "REDIS_URL is set but CHATSTREAM_SECRET_KEY is not: instances sharing Redis "
+                "must share the cookie signing key, or they cannot read each other's sessions"
+            )
+        if any(len(key.encode()) < MIN_SECRET_BYTES for key in keys):
+            raise ConfigError(
+                f"CHATSTREAM_SECRET_KEY: each key must be at least {MIN_SECRET_BYTES} bytes "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+    if keys:
+        return keys
+    logger.warning(
+        "CHATSTREAM_SECRET_KEY is not set: using a random key for this process only. "
+        "Sessions will not survive a restart. Set it for anything but local development."
+    )
+    return [secrets.token_urlsafe(32)]
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 (no such route, wrong method) in chatstream's JSON shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    error = {404: NotFound("no such route"), 405: MethodNotAllowed("method not allowed here")}
+    return error_response(error.get(exc.status_code, ChatStreamError(str(exc.detail))))
 
 
 def connect_redis(url: str | None) -> Redis:
@@ -97,7 +139,10 @@ def build_chat_stream(settings: Settings, redis: Redis) -> ChatStream:
         max_queue=settings.max_queue,
         queue_timeout=settings.queue_timeout,
         lease_ttl=settings.lease_ttl,
-        api_keys=settings.api_key_list,
+        api_keys=settings.access.api_keys,
+        api_keys_scope=settings.access.api_keys_scope,
+        allowed_origins=settings.access.allowed_origins,
+        max_new_tokens_limit=settings.max_new_tokens_limit,
         prefill_tokens=settings.prefill_tokens,
         prefix_cache_mb=settings.prefix_cache_mb,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI
 from redis.asyncio import Redis
@@ -18,7 +18,7 @@ from .admission.base import Admission
 from .chat.feedback import FeedbackHook
 from .chat.outcome import CompletionCallback
 from .chat.params import GenerationSettings
-from .config import AdmissionConfig, RequestLimits
+from .config import AccessConfig, AdmissionConfig, RequestLimits
 from .conversations.prompt import ChatPrompt
 from .engines.base import (
     DEFAULT_PREFILL_TOKENS,
@@ -41,9 +41,10 @@ class ChatStream:
     Give it a transformers ``model`` and ``tokenizer``, or any :class:`Engine`. Sampling
     defaults apply to every turn unless the session set its own (``/set_generation_params``).
     Admission (the cluster-wide limit and fair queue) lives in the Redis that the session
-    store uses, unless ``redis`` or ``admission`` is given. ``api_keys``, when given, are the
-    Bearer tokens the OpenAI-compatible routes (``/v1/...``) require. Every default is the one
-    of :mod:`chatstream.config` (and ``GenerationParams`` for sampling).
+    store uses, unless ``redis`` or ``admission`` is given. ``api_keys``, ``api_keys_scope`` and
+    ``allowed_origins`` say who may call the routes (:class:`~chatstream.config.AccessConfig`).
+    Every default is the one of :mod:`chatstream.config` (and ``GenerationParams`` for
+    sampling).
     """
 
     def __init__(
@@ -70,7 +71,10 @@ class ChatStream:
         queue_timeout: float = AdmissionConfig.queue_timeout,
         lease_ttl: float = AdmissionConfig.lease_ttl,
         on_feedback: FeedbackHook | None = None,
-        api_keys: Sequence[str] = (),
+        api_keys: Sequence[str] = AccessConfig.api_keys,
+        api_keys_scope: Literal["v1", "all"] = AccessConfig.api_keys_scope,
+        allowed_origins: Sequence[str] = AccessConfig.allowed_origins,
+        max_new_tokens_limit: int = RequestLimits.max_new_tokens_limit,
         prefill_tokens: int = DEFAULT_PREFILL_TOKENS,
         prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
     ) -> None:
@@ -97,7 +101,15 @@ class ChatStream:
             repetition_penalty=repetition_penalty,
         )
         self.stop = stop + tuple(getattr(engine.renderer, "stop_strings", ()))
-        self.limits = RequestLimits(max_input_chars=max_input_chars, max_body_bytes=max_body_bytes)
+        self.limits = RequestLimits(
+            max_input_chars=max_input_chars,
+            max_body_bytes=max_body_bytes,
+            max_new_tokens_limit=max_new_tokens_limit,
+        )
+        if max_new_tokens > max_new_tokens_limit:
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} is over the limit of {max_new_tokens_limit}"
+            )
         self.admission_config = AdmissionConfig(
             max_concurrent=max_concurrent,
             max_queue=max_queue,
@@ -105,9 +117,11 @@ class ChatStream:
             lease_ttl=lease_ttl,
         )
         self.on_feedback = on_feedback
-        if any(not key for key in api_keys):
-            raise ValueError("an API key must not be empty")
-        self.api_keys = tuple(api_keys)
+        self.access = AccessConfig(
+            api_keys=tuple(api_keys),
+            api_keys_scope=api_keys_scope,
+            allowed_origins=tuple(allowed_origins),
+        )
         self.metrics = Metrics()
         self._admission = admission
         self._redis = redis
@@ -186,10 +200,12 @@ class ChatStream:
         )
 
     def generation_settings(self, session: Session) -> GenerationSettings:
-        """This chat's defaults, overridden by what the session set."""
+        """This chat's defaults, overridden by what the session set (within today's limits)."""
         stored = session.get_session().get(GENERATION_PARAMS)
         if isinstance(stored, Mapping):
-            return self.defaults.merged(stored)
+            return self.defaults.merged(
+                stored, max_new_tokens_limit=self.limits.max_new_tokens_limit
+            )
         return self.defaults
 
     def admission_for(self, session: Session | None) -> Admission:

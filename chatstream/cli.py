@@ -22,12 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for spec in fields(Settings):
         env = spec.metadata["env"]
-        serve.add_argument(
-            "--" + spec.name.replace("_", "-"),
-            dest=spec.name,
-            metavar=env,
-            help=f"{spec.metadata['help']} (env {env}; default {spec.default!r})",
-        )
+        flag = "--" + spec.name.replace("_", "-")
+        text = f"{spec.metadata['help']} (env {env}; default {spec.default!r})"
+        if spec.type == "bool":  # a switch: --docs
+            serve.add_argument(flag, dest=spec.name, action="store_const", const="1", help=text)
+        else:
+            serve.add_argument(flag, dest=spec.name, metavar=env, help=text)
     serve.add_argument("--log-level", default="info", help="uvicorn and chatstream log level")
     serve.add_argument(
         "--log-format",
@@ -54,12 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"chatstream: {exc}", file=sys.stderr)
         return 2
-    import uvicorn
+    from .server import run
 
     print(f"chatstream: serving on http://{settings.host}:{settings.port}/", file=sys.stderr)
-    # log_config=None: uvicorn's loggers go through the handler configured above.
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=args.log_level, log_config=None
+    run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        limits=settings.server_limits,
+        log_level=args.log_level,
     )
     return 0
 

@@ -10,7 +10,11 @@ imports torch or a web framework.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+MIN_API_KEY_LENGTH = 32
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,60 @@ class RequestLimits:
     """Bytes of a chat or completion request body (413 beyond)."""
     max_json_bytes: int = 64 * 1024
     """Bytes of the body of the other JSON routes (parameters, feedback)."""
+    body_timeout: float = 30.0
+    """Seconds a client may take to send a request body (408 beyond)."""
+    max_new_tokens_limit: int = 2048
+    """The most tokens a reply may be asked for (``max_new_tokens``, OpenAI's ``max_tokens``)."""
 
     def __post_init__(self) -> None:
         if min(self.max_input_chars, self.max_body_bytes, self.max_json_bytes) < 1:
             raise ValueError("request limits must be positive")
+        if self.body_timeout <= 0 or self.max_new_tokens_limit < 1:
+            raise ValueError("body_timeout and max_new_tokens_limit must be positive")
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """Who may use the routes.
+
+    ``api_keys`` are Bearer tokens (at least 32 characters each); with none, every route is
+    open. ``api_keys_scope`` says what they protect: ``"v1"`` the OpenAI-compatible routes,
+    ``"all"`` every route but the probes (``/healthz``, ``/readyz``). ``allowed_origins`` are
+    other sites' origins (``https://app.example.com``) allowed to send state-changing requests.
+    """
+
+    api_keys: tuple[str, ...] = ()
+    api_keys_scope: Literal["v1", "all"] = "v1"
+    allowed_origins: tuple[str, ...] = ()
+    key_digests: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if any(len(key) < MIN_API_KEY_LENGTH for key in self.api_keys):
+            raise ValueError(f"an API key must be at least {MIN_API_KEY_LENGTH} characters")
+        if self.api_keys_scope not in ("v1", "all"):
+            raise ValueError(f"api_keys_scope must be 'v1' or 'all', not {self.api_keys_scope!r}")
+        digests = tuple(key_digest(key) for key in self.api_keys)
+        object.__setattr__(self, "key_digests", digests)
+        origins = tuple(origin.rstrip("/") for origin in self.allowed_origins)
+        object.__setattr__(self, "allowed_origins", origins)
+
+
+def key_digest(key: str) -> bytes:
+    """What API keys are compared as: equal-length digests, so a comparison's time tells
+    nothing about a key's length or content."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What ``chatstream serve`` bounds per connection (see the README on running behind a
+    proxy, which should bound them too)."""
+
+    max_connections: int = 1000
+    """Connections open at once; beyond, uvicorn answers 503."""
+    header_timeout: float = 10.0
+    """Seconds to send a request's headers before the connection is closed (slow clients)."""
+    max_header_bytes: int = 16 * 1024
+    """Bytes of a request line and headers (a larger request is refused with 400)."""
+    keep_alive_timeout: float = 5.0
+    """Seconds an idle keep-alive connection stays open."""

@@ -7,6 +7,8 @@
     ├── Unauthorized                    401 unauthorized (WWW-Authenticate: Bearer)
     ├── ForbiddenOrigin                 403 forbidden_origin (a cross-site request)
     ├── NotFound                        404 not_found
+    ├── MethodNotAllowed                405 method_not_allowed
+    ├── RequestTimeout                  408 request_timeout (the body came too slowly)
     ├── InputTooLong                    413 input_too_long
     ├── UnsupportedMediaType            415 unsupported_media_type (a body that is not JSON)
     ├── InvalidRequest                  422 invalid_request
@@ -83,6 +85,11 @@ class InvalidRequest(ChatStreamError):
     code = "invalid_request"
 
 
+class RequestTimeout(ChatStreamError):
+    status = 408
+    code = "request_timeout"
+
+
 class InputTooLong(ChatStreamError):
     status = 413
     code = "input_too_long"
@@ -91,6 +98,11 @@ class InputTooLong(ChatStreamError):
 class NotFound(ChatStreamError):
     status = 404
     code = "not_found"
+
+
+class MethodNotAllowed(ChatStreamError):
+    status = 405
+    code = "method_not_allowed"
 
 
 class Unauthorized(ChatStreamError):

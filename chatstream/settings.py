@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .config import AdmissionConfig
+from .config import AccessConfig, AdmissionConfig, RequestLimits, ServerLimits
 from .engines.base import DEFAULT_PREFILL_TOKENS, DEFAULT_PREFIX_CACHE_MB, GenerationParams
 
 _SAMPLING = GenerationParams()
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class ConfigError(ValueError):
@@ -89,7 +90,45 @@ class Settings:
     api_keys: str | None = setting(
         None,
         "CHATSTREAM_API_KEYS",
-        "Bearer tokens the OpenAI-compatible /v1 routes require, comma-separated; unset = open",
+        "Bearer tokens (32+ characters each) the routes require, comma-separated; unset = open",
+    )
+    api_keys_scope: str = setting(
+        AccessConfig.api_keys_scope,
+        "CHATSTREAM_API_KEYS_SCOPE",
+        "what the API keys protect: v1 = the OpenAI-compatible routes, all = every route but "
+        "/healthz and /readyz",
+    )
+    allowed_origins: str | None = setting(
+        None,
+        "CHATSTREAM_ALLOWED_ORIGINS",
+        "other sites allowed to send state-changing requests (https://app.example.com), "
+        "comma-separated; unset = none",
+    )
+    allowed_hosts: str | None = setting(
+        None,
+        "CHATSTREAM_ALLOWED_HOSTS",
+        "Host names the server answers to, comma-separated ('*' = any); unset = the loopback "
+        "names when bound to loopback, else any (with a warning)",
+    )
+    max_new_tokens_limit: int = setting(
+        RequestLimits.max_new_tokens_limit,
+        "CHATSTREAM_MAX_NEW_TOKENS_LIMIT",
+        "the most tokens a client may ask a reply to have",
+    )
+    max_connections: int = setting(
+        ServerLimits.max_connections,
+        "CHATSTREAM_MAX_CONNECTIONS",
+        "open connections at once; more are answered 503 (uvicorn's limit_concurrency)",
+    )
+    header_timeout: float = setting(
+        ServerLimits.header_timeout,
+        "CHATSTREAM_HEADER_TIMEOUT",
+        "seconds a client may take to send a request's headers before it is disconnected",
+    )
+    docs: bool = setting(
+        False,
+        "CHATSTREAM_DOCS",
+        "serve /docs, /redoc and /openapi.json (they load scripts from a CDN)",
     )
     prefill_tokens: int = setting(
         DEFAULT_PREFILL_TOKENS,
@@ -107,6 +146,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.prefill_tokens < 1:
             raise ConfigError(f"{env_name('prefill_tokens')}={self.prefill_tokens} must be >= 1")
+        if self.api_keys_scope not in ("v1", "all"):
+            raise ConfigError(f"{env_name('api_keys_scope')} must be v1 or all")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -129,6 +170,32 @@ class Settings:
         return _comma_list(self.api_keys)
 
     @property
+    def access(self) -> AccessConfig:
+        try:
+            return AccessConfig(
+                api_keys=tuple(self.api_key_list),
+                api_keys_scope="all" if self.api_keys_scope == "all" else "v1",
+                allowed_origins=tuple(_comma_list(self.allowed_origins)),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{env_name('api_keys')}: {exc}") from None
+
+    @property
+    def server_limits(self) -> ServerLimits:
+        return ServerLimits(
+            max_connections=self.max_connections, header_timeout=self.header_timeout
+        )
+
+    @property
+    def host_names(self) -> list[str]:
+        """The ``Host`` names to answer to: the configured ones, else the loopback names when
+        bound to loopback, else any (``["*"]``)."""
+        configured = _comma_list(self.allowed_hosts)
+        if configured:
+            return configured
+        return list(LOOPBACK_HOSTS) if self.host in LOOPBACK_HOSTS else ["*"]
+
+    @property
     def admission(self) -> AdmissionConfig:
         return AdmissionConfig(
             max_concurrent=self.max_concurrent,
@@ -136,6 +203,9 @@ class Settings:
             queue_timeout=self.queue_timeout,
             lease_ttl=self.lease_ttl,
         )
+
+
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 def _comma_list(value: str | None) -> list[str]:
@@ -150,6 +220,10 @@ def env_name(name: str) -> str:
 
 def _parse(variable: str, raw: str, annotation: object) -> object:
     kind = str(annotation)
+    if kind == "bool":
+        if raw.lower() not in _BOOLEANS:
+            raise ConfigError(f"{variable}={raw!r} is not one of {', '.join(_BOOLEANS)}")
+        return _BOOLEANS[raw.lower()]
     try:
         if kind.startswith("int"):
             value: object = int(raw)

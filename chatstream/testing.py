@@ -63,7 +63,7 @@ def serve(
     args: Sequence[str] = (),
     *,
     env: Mapping[str, str] | None = None,
-    secret_key: str = "test-secret",
+    secret_key: str = "chatstream-test-secret-0123456789abcdef",
     ready_path: str = "/readyz",
     timeout: float = 180.0,
 ) -> Iterator[ServerProcess]:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..engines.base import GenerationParams
+from ..errors import InvalidRequest
 from ..validation import validate_object
 
 _DEFAULTS = GenerationParams()
@@ -15,7 +16,8 @@ _DEFAULTS = GenerationParams()
 # The valid ranges, shared with the OpenAI-compatible API's request body.
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
-MaxNewTokens = Annotated[int, Field(ge=1, le=8192)]
+MaxNewTokens = Annotated[int, Field(ge=1)]
+"""Its ceiling is the server's (``max_new_tokens_limit``), checked by :meth:`check_limit`."""
 
 
 class GenerationSettings(BaseModel):
@@ -30,16 +32,22 @@ class GenerationSettings(BaseModel):
     repetition_penalty: float = Field(_DEFAULTS.repetition_penalty, ge=1.0, le=2.0)
 
     @classmethod
-    def validate_changes(cls, data: object) -> dict[str, Any]:
+    def validate_changes(cls, data: object, *, max_new_tokens_limit: int) -> dict[str, Any]:
         """The fields a client asked to change, checked against their ranges (422 if not)."""
-        return validate_object(_StrictSettings, data).model_dump(exclude_unset=True)
+        changes = validate_object(_StrictSettings, data).model_dump(exclude_unset=True)
+        check_limit(changes.get("max_new_tokens"), max_new_tokens_limit)
+        return changes
 
-    def merged(self, changes: Mapping[str, Any]) -> GenerationSettings:
-        """These settings with ``changes`` applied; invalid stored changes are ignored."""
+    def merged(
+        self, changes: Mapping[str, Any], *, max_new_tokens_limit: int
+    ) -> GenerationSettings:
+        """These settings with ``changes`` applied; stored changes that are invalid (or over
+        today's ``max_new_tokens_limit``) are ignored."""
         try:
-            return self.model_validate({**self.model_dump(), **changes})
+            merged = self.model_validate({**self.model_dump(), **changes})
         except ValidationError:
             return self
+        return self if merged.max_new_tokens > max_new_tokens_limit else merged
 
     def to_params(self) -> GenerationParams:
         return GenerationParams(**self.model_dump())
@@ -49,3 +57,9 @@ class _StrictSettings(GenerationSettings):
     """What a client may send: JSON numbers only (no strings, no booleans), known fields only."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def check_limit(max_new_tokens: int | None, limit: int) -> None:
+    """Refuse (422) a reply length over the server's ceiling."""
+    if max_new_tokens is not None and max_new_tokens > limit:
+        raise InvalidRequest(f"max_new_tokens must be at most {limit} on this server")

@@ -146,7 +146,7 @@ class ChatPrompt:
         """The longest recent part of the conversation whose prompt fits the token budget."""
         renderer = self._require_renderer()
         starts = [i for i, m in enumerate(self.messages) if m.role == "user"] or [0]
-        if self.context_len is None:
+        if self.context_len is None or not self.messages:
             return self.to_messages(starts[0])
         budget = self.context_len - self.max_new_tokens
 
@@ -179,9 +179,11 @@ class ChatPrompt:
         return self.to_messages(starts[fitting])
 
     def create_prompt(self) -> str:
-        """The prompt text the model sees for the next reply."""
+        """The prompt text the model sees for the next reply; empty while there is nothing to
+        render (no message and no system prompt: chat templates refuse an empty conversation)."""
         renderer = self._require_renderer()
-        return renderer.render(self.fitted_messages(), add_generation_prompt=True)
+        messages = self.fitted_messages()
+        return renderer.render(messages, add_generation_prompt=True) if messages else ""
 
     def _require_renderer(self) -> PromptRenderer:
         if self.renderer is None:

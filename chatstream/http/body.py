@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from pydantic import BaseModel, ConfigDict
 from starlette.requests import ClientDisconnect, Request
 
-from ..errors import InputTooLong, InvalidJSON, InvalidRequest
+from ..errors import InputTooLong, InvalidJSON, InvalidRequest, RequestTimeout
 from ..validation import validate_object
 
 
@@ -21,19 +22,24 @@ class ChatStreamBody(BaseModel):
     regenerate: bool = False
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:  # noqa: ASYNC109
+    """The raw body, refused with 413 as soon as it is known to exceed ``limit`` bytes, and
+    with 408 when it takes over ``timeout`` seconds to arrive (a client that trickles a byte at
+    a time must not hold the server)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise InputTooLong(f"the request body is over {limit} bytes")
     body = bytearray()
     try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise InputTooLong(f"the request body is over {limit} bytes")
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise InputTooLong(f"the request body is over {limit} bytes")
     except ClientDisconnect:
         raise InvalidJSON("the client left before the request body was sent") from None
+    except TimeoutError:
+        raise RequestTimeout(f"the request body took over {timeout:g} s to arrive") from None
     return bytes(body)
 
 

@@ -21,6 +21,7 @@ from ..chat.outcome import CompletionCallback, Outcome, run_callback
 from ..chat.turn import ChatTurn, TurnRun
 from .body import parse_json, read_body, validate_chat_body
 from .errors import error_response
+from .guard import guard_request
 from .streaming import StreamedReply
 from .wire import EventStreamWriter, TextStreamWriter, wants_event_stream
 
@@ -37,8 +38,9 @@ async def chat_stream_endpoint(
     """The answer to one ``POST /chat_stream`` (see the README's API reference)."""
     limits = chat_stream.limits
     try:
+        guard_request(chat_stream.access, request, "chat")
         if request_body is None:
-            request_body = await read_body(request, limits.max_body_bytes)
+            request_body = await read_body(request, limits.max_body_bytes, limits.body_timeout)
         data = parse_json(request_body)
     except Exception as exc:
         return error_response(exc)

@@ -19,7 +19,8 @@ from starlette.responses import JSONResponse, Response
 
 from sessions import StoreUnavailable
 
-from ..errors import ChatStreamError, GenerationFailed, ServiceUnavailable
+from ..errors import ChatStreamError, ServiceUnavailable
+from .responses import PRIVATE_HEADERS
 
 if TYPE_CHECKING:
     from ..chat_stream import ChatStream
@@ -39,14 +40,14 @@ def as_chat_error(exc: Exception) -> ChatStreamError:
     if isinstance(exc, StoreUnavailable):
         return ServiceUnavailable(UNAVAILABLE_MESSAGE, retry_after=exc.retry_after)
     logger.error("unexpected error answered with a 500", exc_info=exc)
-    return GenerationFailed("the request could not be completed")
+    return ChatStreamError("the request could not be completed")
 
 
 def error_response(exc: Exception, response_class: type[R] = JSONResponse) -> R:  # type: ignore[assignment]
     """The JSON error answer to ``exc`` (a ``response_class``)."""
     error = as_chat_error(exc)
     body = {"error": {"code": error.code, "message": error.message}}
-    return response_class(body, error.status, headers=error.headers())
+    return response_class(body, error.status, headers={**PRIVATE_HEADERS, **error.headers()})
 
 
 def json_errors(endpoint: Endpoint) -> Endpoint:

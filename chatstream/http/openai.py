@@ -17,29 +17,32 @@ already started, a ``data: {"error": ...}`` line, which the openai client raises
 from __future__ import annotations
 
 import functools
-import hmac
 import time
 import uuid
-from typing import TYPE_CHECKING, Annotated, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from ..chat.params import GenerationSettings, MaxNewTokens, Temperature, TopP
+from ..chat.params import GenerationSettings, MaxNewTokens, Temperature, TopP, check_limit
 from ..chat.run import GenerationRun
-from ..conversations.prompt import ChatPrompt, Message
-from ..errors import Unauthorized
+from ..conversations.prompt import ChatPrompt, Message, Role
+from ..errors import InvalidRequest, MethodNotAllowed, NotFound
 from ..validation import validate_object
 from .body import parse_json, read_body
 from .errors import json_errors
 from .openai_wire import ChunkWriter, CompletionHead, CompletionWriter
+from .responses import json_response
 from .streaming import StreamedReply, WriterFactory
 
 if TYPE_CHECKING:
     from ..chat_stream import ChatStream
 
 MAX_STOP_STRINGS = 4
+MAX_STOP_LENGTH = 64
+MAX_MODEL_LENGTH = 256
 _LOADED_AT = int(time.time())
 
 
@@ -53,8 +56,13 @@ class TextPart(_Strict):
 
 
 class ChatMessage(_Strict):
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
+
+    @property
+    def chat_role(self) -> Role:
+        """OpenAI's ``developer`` messages are its newer name for system messages."""
+        return "system" if self.role == "developer" else self.role
 
     @property
     def text(self) -> str:
@@ -67,13 +75,13 @@ class StreamOptions(_Strict):
     include_usage: bool | None = None
 
 
-StopString = Annotated[str, Field(min_length=1)]
+StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_LENGTH)]
 
 
 class CompletionBody(_Strict):
     """The request body: JSON types are strict, ranges those of ``/set_generation_params``."""
 
-    model: str | None = None
+    model: Annotated[str, Field(max_length=MAX_MODEL_LENGTH)] | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     stream: bool | None = None
     max_tokens: MaxNewTokens | None = None
@@ -85,17 +93,21 @@ class CompletionBody(_Strict):
     n: Literal[1] | None = None
 
     def history(self, system_prompt: str | None) -> ChatPrompt:
-        messages = [Message(message.role, message.text) for message in self.messages]
+        messages = [Message(message.chat_role, message.text) for message in self.messages]
         if messages[0].role == "system":
             system_prompt = messages.pop(0).content
         return ChatPrompt(system_prompt, messages)
 
-    def settings(self, defaults: GenerationSettings) -> GenerationSettings:
-        """``defaults`` with what this request sets."""
+    def settings(
+        self, defaults: GenerationSettings, max_new_tokens_limit: int
+    ) -> GenerationSettings:
+        """``defaults`` with what this request sets (422 beyond the server's reply limit)."""
+        max_new_tokens = self.max_completion_tokens or self.max_tokens
+        check_limit(max_new_tokens, max_new_tokens_limit)
         changes = {
             "temperature": self.temperature,
             "top_p": self.top_p,
-            "max_new_tokens": self.max_completion_tokens or self.max_tokens,
+            "max_new_tokens": max_new_tokens,
         }
         return defaults.model_copy(update={k: v for k, v in changes.items() if v is not None})
 
@@ -106,22 +118,48 @@ class CompletionBody(_Strict):
 
 
 def validate_completion_body(data: object) -> CompletionBody:
+    if isinstance(data, dict):
+        refuse_unsupported(data)
     return validate_object(CompletionBody, data)
 
 
-def check_api_key(chat_stream: ChatStream, request: Request) -> None:
-    """Refuse (401) a request without one of ``chat_stream.api_keys`` as its Bearer token.
+# OpenAI parameters that change what the answer is, which this server does not implement: each
+# is refused (422) when it asks for something other than the default, never silently ignored.
+_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "response_format": (
+        lambda v: not (isinstance(v, dict) and v.get("type") == "text"),
+        "structured output (JSON mode, JSON schema) is not implemented",
+    ),
+    "logprobs": (lambda v: v is not False, "log probabilities are not implemented"),
+    "top_logprobs": (lambda v: v not in (0,), "log probabilities are not implemented"),
+    "logit_bias": (lambda v: v != {}, "logit_bias is not implemented"),
+    "presence_penalty": (lambda v: v not in (0, 0.0), "presence_penalty is not implemented"),
+    "frequency_penalty": (lambda v: v not in (0, 0.0), "frequency_penalty is not implemented"),
+    "seed": (lambda v: True, "seeded (reproducible) sampling is not implemented"),
+    "functions": (lambda v: v != [], "function calling is not implemented"),
+    "function_call": (lambda v: v != "none", "function calling is not implemented"),
+    "modalities": (lambda v: v != ["text"], "only text output is implemented"),
+    "audio": (lambda v: True, "audio output is not implemented"),
+    "prediction": (lambda v: True, "predicted outputs are not implemented"),
+    "web_search_options": (lambda v: True, "web search is not implemented"),
+}
 
-    Every key is compared, in constant time, so timing tells nothing about any of them."""
-    if not chat_stream.api_keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    given = token.strip().encode()
-    matched = False
-    for key in chat_stream.api_keys:
-        matched |= hmac.compare_digest(given, key.encode())
-    if scheme.lower() != "bearer" or not matched:
-        raise Unauthorized("this API needs a valid key: Authorization: Bearer <key>")
+
+def refuse_unsupported(data: dict[str, Any]) -> None:
+    """422 for a parameter that would change the answer and is not implemented (``null``
+    counts as left out). Tools are accepted only with ``tool_choice: "none"``."""
+    for name, (asks, why) in _UNSUPPORTED.items():
+        value = data.get(name)
+        if value is not None and asks(value):
+            raise InvalidRequest(f"{name} is not supported by this server: {why}")
+    tools, choice = data.get("tools"), data.get("tool_choice")
+    if tools and choice != "none":
+        raise InvalidRequest(
+            "tools are not supported by this server (tool calls are not implemented): "
+            'leave them out or set tool_choice to "none"'
+        )
+    if tools is None and choice not in (None, "none", "auto"):
+        raise InvalidRequest("tool_choice names a tool, but tools are not supported")
 
 
 class CompletionRun(GenerationRun):
@@ -138,9 +176,9 @@ class CompletionRun(GenerationRun):
 @json_errors
 async def chat_completions(chat_stream: ChatStream, request: Request) -> Response:
     """OpenAI's ``POST /v1/chat/completions``: the whole reply as JSON, or streamed as SSE."""
-    check_api_key(chat_stream, request)
+    limits = chat_stream.limits
     body = validate_completion_body(
-        parse_json(await read_body(request, chat_stream.limits.max_body_bytes))
+        parse_json(await read_body(request, limits.max_body_bytes, limits.body_timeout))
     )
     head = CompletionHead(
         id=f"chatcmpl-{uuid.uuid4().hex}",
@@ -149,7 +187,7 @@ async def chat_completions(chat_stream: ChatStream, request: Request) -> Respons
     )
     generation = chat_stream.generation_request(
         body.history(chat_stream.system_prompt),
-        body.settings(chat_stream.defaults),
+        body.settings(chat_stream.defaults, limits.max_new_tokens_limit),
         request_id=head.id,
         stop=body.stop_strings(),
     )
@@ -169,14 +207,35 @@ async def chat_completions(chat_stream: ChatStream, request: Request) -> Respons
     return StreamedReply(run, writer)
 
 
-@json_errors
-async def list_models(chat_stream: ChatStream, request: Request) -> Response:
-    """OpenAI's ``GET /v1/models``: the one model this server serves."""
-    check_api_key(chat_stream, request)
-    model = {
+def model_object(chat_stream: ChatStream) -> dict[str, Any]:
+    return {
         "id": chat_stream.engine.model_name,
         "object": "model",
         "created": _LOADED_AT,
         "owned_by": "chatstream",
     }
-    return JSONResponse({"object": "list", "data": [model]})
+
+
+@json_errors
+async def list_models(chat_stream: ChatStream, request: Request) -> Response:
+    """OpenAI's ``GET /v1/models``: the one model this server serves."""
+    return json_response({"object": "list", "data": [model_object(chat_stream)]})
+
+
+@json_errors
+async def get_model(chat_stream: ChatStream, request: Request) -> Response:
+    """OpenAI's ``GET /v1/models/{id}``: the served model, or 404."""
+    if request.path_params["model_id"] != chat_stream.engine.model_name:
+        raise NotFound("this server serves no model of that name: see GET /v1/models")
+    return json_response(model_object(chat_stream))
+
+
+_ROUTES = ("chat/completions", "models")
+
+
+@json_errors
+async def unknown_route(chat_stream: ChatStream, request: Request) -> Response:
+    """Any other ``/v1/...`` route: an OpenAI-shaped answer, never an HTML or bare 404."""
+    if request.path_params["path"] in _ROUTES:
+        raise MethodNotAllowed(f"{request.method} is not allowed here")
+    raise NotFound("this server has no such OpenAI-compatible route")

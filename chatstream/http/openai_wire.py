@@ -7,10 +7,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.responses import JSONResponse
 from starlette.types import Send
 
 from ..errors import ChatStreamError
+from .responses import json_response
 from .wire import RawHeaders, TextStreamWriter
 
 
@@ -65,7 +65,7 @@ class CompletionWriter(TextStreamWriter):
             "choices": [choice],
             "usage": _usage(summary),
         }
-        await self.respond(JSONResponse(completion))
+        await self.respond(json_response(completion))
 
     async def error(self, error: ChatStreamError) -> None:
         await self.reject(error)

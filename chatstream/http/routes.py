@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from sessions import Session
 
@@ -18,26 +18,29 @@ from ..admission.lease import session_lease
 from ..chat.feedback import FeedbackBody, validate_feedback
 from ..chat.outcome import run_callback
 from ..chat.params import GenerationSettings
-from ..errors import NotFound
+from ..errors import ChatStreamError, NotFound
 from ..keys import CHAT_PROMPT, FEEDBACK, GENERATION_PARAMS
 from . import openai, page
 from .body import ChatStreamBody, parse_json, read_body
 from .chat import chat_stream_endpoint
-from .errors import Endpoint, json_errors
+from .errors import Endpoint, error_response, json_errors
+from .guard import Surface, guard_request
+from .responses import json_response
 
 if TYPE_CHECKING:
     from ..chat_stream import ChatStream
 
 
 async def read_json(chat_stream: ChatStream, request: Request) -> object:
-    return parse_json(await read_body(request, chat_stream.limits.max_json_bytes))
+    limits = chat_stream.limits
+    return parse_json(await read_body(request, limits.max_json_bytes, limits.body_timeout))
 
 
 @json_errors
 async def get_prompt(chat_stream: ChatStream, request: Request) -> Response:
     """``{"prompt": the text the model would see next, "messages": the stored turns}``."""
     history = chat_stream.load_history(request.state.session)
-    return JSONResponse(
+    return json_response(
         {
             "prompt": history.create_prompt(),
             "system_prompt": history.system_prompt,
@@ -53,24 +56,27 @@ async def clear_context(chat_stream: ChatStream, request: Request) -> Response:
     async with session_lease(session, chat_stream.admission_config.lease_ttl):
         session.get_session().pop(CHAT_PROMPT, None)
         await session.save_session()
-    return JSONResponse({"status": "cleared"})
+    return json_response({"status": "cleared"})
 
 
 @json_errors
 async def set_generation_params(chat_stream: ChatStream, request: Request) -> Response:
     """Change this session's sampling parameters for its next turns; answers the result."""
-    changes = GenerationSettings.validate_changes(await read_json(chat_stream, request))
+    changes = GenerationSettings.validate_changes(
+        await read_json(chat_stream, request),
+        max_new_tokens_limit=chat_stream.limits.max_new_tokens_limit,
+    )
     session: Session = request.state.session
     stored = session.get_session().get(GENERATION_PARAMS)
     session.get_session()[GENERATION_PARAMS] = {**(stored or {}), **changes}
     await session.save_session()
-    return JSONResponse(chat_stream.generation_settings(session).model_dump())
+    return json_response(chat_stream.generation_settings(session).model_dump())
 
 
 @json_errors
 async def get_generation_params(chat_stream: ChatStream, request: Request) -> Response:
     """The sampling parameters this session's next turn will use."""
-    return JSONResponse(chat_stream.generation_settings(request.state.session).model_dump())
+    return json_response(chat_stream.generation_settings(request.state.session).model_dump())
 
 
 @json_errors
@@ -86,14 +92,14 @@ async def set_feedback(chat_stream: ChatStream, request: Request) -> Response:
     session.get_session()[FEEDBACK] = {**stored, feedback.message_id: record}
     await session.save_session()
     await run_callback(chat_stream.on_feedback, request, record)
-    return JSONResponse({"status": "recorded", "message_id": feedback.message_id})
+    return json_response({"status": "recorded", "message_id": feedback.message_id})
 
 
 @json_errors
 async def get_load(chat_stream: ChatStream, request: Request) -> Response:
     """Cluster-wide generations running and waiting, and the limits."""
     load = await chat_stream.admission_for(request.state.session).load()
-    return JSONResponse(dataclasses.asdict(load))
+    return json_response(dataclasses.asdict(load))
 
 
 async def metrics(chat_stream: ChatStream, request: Request) -> Response:
@@ -103,25 +109,41 @@ async def metrics(chat_stream: ChatStream, request: Request) -> Response:
 
 async def healthz(request: Request) -> Response:
     """Liveness: the process answers."""
-    return JSONResponse({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @json_errors
 async def readyz(chat_stream: ChatStream, request: Request) -> Response:
     """Readiness: the model is loaded and the session store answers."""
     await request.state.session.store.ping()
-    return JSONResponse({"status": "ready", "model": chat_stream.engine.model_name})
+    return json_response({"status": "ready", "model": chat_stream.engine.model_name})
+
+
+Route = Callable[[Request], Awaitable[Response]]
 
 
 def build_router(chat_stream: ChatStream) -> APIRouter:
+    """Every route, each behind :func:`~chatstream.http.guard.guard_request`."""
     router = APIRouter()
 
-    def bind(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    def bind(endpoint: Endpoint) -> Route:
         async def route(request: Request) -> Response:
             return await endpoint(chat_stream, request)
 
         route.__doc__ = endpoint.__doc__
         return route
+
+    def guarded(route: Route, surface: Surface) -> Route:
+        # Only ``request`` in the signature: FastAPI reads it to find the route's parameters.
+        async def checked(request: Request) -> Response:
+            try:
+                guard_request(chat_stream.access, request, surface)
+            except ChatStreamError as exc:
+                return error_response(exc)
+            return await route(request)
+
+        checked.__doc__ = route.__doc__
+        return checked
 
     bodies: dict[str, type[BaseModel]] = {
         "/chat_stream": ChatStreamBody,
@@ -129,7 +151,7 @@ def build_router(chat_stream: ChatStream) -> APIRouter:
         "/set_feedback": FeedbackBody,
         "/v1/chat/completions": openai.CompletionBody,
     }
-    routes: list[tuple[str, Callable[[Request], Awaitable[Any]], str, str]] = [
+    chat: list[tuple[str, Route, str, str]] = [
         ("/", page.index, "GET", "The web chat page"),
         ("/static/app.js", page.script, "GET", "The web chat page's script"),
         ("/static/style.css", page.stylesheet, "GET", "The web chat page's style sheet"),
@@ -143,13 +165,30 @@ def build_router(chat_stream: ChatStream) -> APIRouter:
         ("/healthz", healthz, "GET", "Liveness"),
         ("/readyz", bind(readyz), "GET", "Readiness"),
         ("/metrics", bind(metrics), "GET", "Prometheus metrics"),
+    ]
+    v1: list[tuple[str, Route, str, str]] = [
         ("/v1/chat/completions", bind(openai.chat_completions), "POST", "OpenAI-compatible chat"),
         ("/v1/models", bind(openai.list_models), "GET", "OpenAI-compatible model list"),
+        ("/v1/models/{model_id:path}", bind(openai.get_model), "GET", "OpenAI-compatible model"),
     ]
-    for path, endpoint, method, summary in routes:
-        body = bodies.get(path)
-        extra = None if body is None else request_body_schema(body)
-        router.add_api_route(path, endpoint, methods=[method], summary=summary, openapi_extra=extra)
+    surfaces: list[tuple[Surface, list[tuple[str, Route, str, str]]]] = [("chat", chat), ("v1", v1)]
+    for surface, routes in surfaces:
+        for path, route, method, summary in routes:
+            body = bodies.get(path)
+            extra = None if body is None else request_body_schema(body)
+            router.add_api_route(
+                path,
+                guarded(route, surface),
+                methods=[method],
+                summary=summary,
+                openapi_extra=extra,
+            )
+    router.add_api_route(
+        "/v1/{path:path}",
+        guarded(bind(openai.unknown_route), "v1"),
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
     return router
 
 

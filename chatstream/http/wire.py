@@ -19,6 +19,7 @@ from starlette.types import Message, Send
 from ..chat.sink import ClientGone
 from ..errors import ChatStreamError
 from .errors import error_response
+from .responses import RAW_PRIVATE_HEADERS
 
 RawHeaders = Sequence[tuple[bytes, bytes]]
 
@@ -44,7 +45,7 @@ class TextStreamWriter:
         headers = [
             *self._headers,
             (b"content-type", self.media_type.encode()),
-            (b"cache-control", b"no-cache"),
+            *RAW_PRIVATE_HEADERS,
             (b"x-accel-buffering", b"no"),
             (b"x-message-id", self.message_id.encode()),
         ]

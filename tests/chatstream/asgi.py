@@ -21,6 +21,7 @@ class ManualRequest:
     cookie: str | None = None
     accept: str = "*/*"
     leave_at_first_byte: bool = False
+    stall_body: bool = False  # the body never comes (until the client leaves)
     leave: asyncio.Event = field(default_factory=asyncio.Event)
     sent: list[Message] = field(default_factory=list)
     first_body: asyncio.Event = field(default_factory=asyncio.Event)
@@ -50,7 +51,7 @@ class ManualRequest:
 
         async def receive() -> Message:
             nonlocal request_sent
-            if not request_sent:
+            if not request_sent and not self.stall_body:
                 request_sent = True
                 return {"type": "http.request", "body": body, "more_body": False}
             await self.leave.wait()

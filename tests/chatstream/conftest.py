@@ -46,4 +46,4 @@ async def chat(make_app: AppFactory, engine: ScriptedEngine) -> AsyncIterator[ht
 
 
 def client_for(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")

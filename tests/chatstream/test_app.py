@@ -75,6 +75,46 @@ def test_cli_refuses_redis_without_a_key(
     assert "CHATSTREAM_SECRET_KEY" in capsys.readouterr().err
 
 
+EVERY_ROUTE = [
+    ("GET", "/", None),
+    ("GET", "/static/app.js", None),
+    ("GET", "/static/style.css", None),
+    ("GET", "/get_prompt", None),
+    ("GET", "/get_generation_params", None),
+    ("GET", "/get_load", None),
+    ("GET", "/healthz", None),
+    ("GET", "/readyz", None),
+    ("GET", "/metrics", None),
+    ("GET", "/v1/models", None),
+    ("POST", "/set_feedback", {"message_id": "none-such", "is_like": True}),
+    ("POST", "/chat_stream", {"regenerate": True}),
+    ("POST", "/clear_context", None),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
+]
+
+
+@pytest.mark.model
+async def test_every_route_answers_on_a_fresh_an_empty_and_a_cleared_conversation() -> None:
+    """On the bundled model (whose chat template refuses an empty conversation): a first visit,
+    a session with no conversation yet, and one just cleared never get a 5xx."""
+    app = create_app(Settings(secret_key="k", max_new_tokens=4))
+    async with client_for(app) as client:
+
+        async def every_route(state: str) -> None:
+            for method, path, body in EVERY_ROUTE:
+                response = await client.request(method, path, json=body)
+                assert response.status_code < 500, (state, path, response.text)
+            prompt = (await client.get("/get_prompt")).json()
+            assert (prompt["prompt"], prompt["messages"]) == ("", []), state
+
+        await every_route("fresh")
+        await client.post("/set_generation_params", json={"temperature": 0})
+        await every_route("empty")
+        assert (await client.post("/chat_stream", json={"user_input": "Hi"})).status_code == 200
+        await client.post("/clear_context")
+        await every_route("cleared")
+
+
 @pytest.mark.model
 async def test_the_bundled_model_answers_and_remembers() -> None:
     app = create_app(Settings(secret_key="k", max_new_tokens=48))

@@ -19,6 +19,7 @@ from .conftest import AppFactory, client_for
 from .scripted import ScriptedEngine
 
 T = TypeVar("T")
+JSON = {"content-type": "application/json"}
 
 
 async def turn(client: httpx.AsyncClient, **payload: Any) -> httpx.Response:
@@ -154,7 +155,7 @@ async def test_bad_bodies_get_clear_errors(
     chat: httpx.AsyncClient, body: bytes, status: int, code: str
 ) -> None:
     await turn(chat, user_input="kept")
-    response = await chat.post("/chat_stream", content=body)
+    response = await chat.post("/chat_stream", content=body, headers=JSON)
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
     assert response.json()["error"]["message"]
@@ -175,7 +176,7 @@ async def test_too_long_input_and_body_are_413(
         assert too_long.status_code == 413
         assert too_long.json()["error"]["code"] == "input_too_long"
         too_big = await client.post(
-            "/chat_stream", content=b'{"user_input": "' + b"y" * 200 + b'"}'
+            "/chat_stream", content=b'{"user_input": "' + b"y" * 200 + b'"}', headers=JSON
         )
         assert too_big.status_code == 413
         assert (await turn(client, user_input="x" * 10)).status_code == 200

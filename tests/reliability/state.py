@@ -15,7 +15,7 @@ from sessions import RedisSessionStore
 from sessions.embedded import embedded_redis
 from sessions.signing import CookieSigner
 
-SECRET = "test-secret"  # what tests.servers.running_server signs with
+SECRET = "chatstream-test-secret-0123456789abcdef"  # what chatstream.testing.serve signs with
 COOKIE = "chatstream_session"
 SEMAPHORE = SemaphoreKeys.build("generation")
 _STORE = RedisSessionStore(embedded_redis(), prefix=DEFAULT_PREFIX)  # only for the key layout

@@ -30,7 +30,7 @@ from .state import COOKIE, assert_well_formed, errors_in, held_anything, history
 
 pytestmark = pytest.mark.redis
 
-API_KEY = "fuzz-key"
+API_KEY = "fuzz-key-0123456789abcdef0123456789"
 TIMEOUT = 10.0  # a request that takes longer counts as a hang
 
 FUZZ = settings(
@@ -62,7 +62,7 @@ def target() -> Iterator[Target]:
     client = sync_redis.Redis.from_url(url, socket_timeout=5)
     client.flushdb()
     args = ("--model", "mock", "--mock-token-delay", "0", "--max-new-tokens", "8")
-    with running_server(*args, "--api-keys", API_KEY, env={"REDIS_URL": url}) as server:
+    with running_server(*args, "--api-keys", API_KEY, "--docs", env={"REDIS_URL": url}) as server:
         yield Target(server, client)
         assert_healthy(server, client)
     client.flushdb()
@@ -232,6 +232,7 @@ ROUTES = [
     ("GET", "/metrics"),
     ("POST", "/v1/chat/completions"),
     ("GET", "/v1/models"),
+    ("GET", "/v1/models/{model_id}"),
 ]
 
 
@@ -277,7 +278,11 @@ def test_any_body_headers_and_cookies(
 
 @pytest.mark.parametrize("path", EDGE_TEMPLATES)
 def test_edge_bodies(target: Target, conversation: Conversation, path: str) -> None:
-    headers = {"cookie": f"{COOKIE}={conversation.cookie}", "authorization": f"Bearer {API_KEY}"}
+    headers = {
+        "cookie": f"{COOKIE}={conversation.cookie}",
+        "authorization": f"Bearer {API_KEY}",
+        "content-type": "application/json",
+    }
     with target.client() as client:
         for body in edge_bodies(path, conversation):
             started = time.monotonic()

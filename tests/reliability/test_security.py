@@ -14,6 +14,7 @@ import pytest
 import redis as sync_redis
 
 from chatstream.app import create_app
+from chatstream.config import key_digest
 from chatstream.settings import Settings
 from sessions.handle import new_session_id
 from sessions.signing import CookieSigner
@@ -23,6 +24,7 @@ from tests.servers import RedisProcess, Server, running_server
 from .state import COOKIE, assert_well_formed, history, session_id
 
 MOCK = ("--model", "mock", "--mock-token-delay", "0")
+OLD, NEW, SHARED = ("old" * 11, "new" * 11, "shared" * 6)  # signing keys of 32+ bytes
 
 
 @contextmanager
@@ -60,16 +62,17 @@ def test_key_rotation_keeps_every_session_readable_at_each_step(
     then put it first (``new,old``), then, after the sessions' absolute lifetime, drop the old.
     Instances at neighbouring steps read each other's cookies, so a rolling restart loses no
     one; a cookie no key verifies starts a new session, never an error."""
-    with servers(redis_url, "old", "old,new", "new,old", "new") as (old, added, rotated, new):
+    steps = (OLD, f"{OLD},{NEW}", f"{NEW},{OLD}", NEW)
+    with servers(redis_url, *steps) as (old, added, rotated, new):
         first = chat(old, "signed with old")
-        assert CookieSigner("old").unsign(first) is not None
+        assert CookieSigner(OLD).unsign(first) is not None
         for server in (added, rotated):
             assert said(server, first) == ["signed with old"]
-        assert CookieSigner("old").unsign(chat(added, "new user during step 1")) is not None
+        assert CookieSigner(OLD).unsign(chat(added, "new user during step 1")) is not None
 
         second = chat(rotated, "signed with new")
-        assert CookieSigner("new").unsign(second) is not None
-        assert CookieSigner("old").unsign(second) is None
+        assert CookieSigner(NEW).unsign(second) is not None
+        assert CookieSigner(OLD).unsign(second) is None
         for server in (added, new):
             assert said(server, second) == ["signed with new"]
         # Two steps apart, a cookie is not read (a new, empty session), as documented.
@@ -82,7 +85,7 @@ def test_sessions_are_isolated_across_instances(
     redis_url: str, redis_client: sync_redis.Redis
 ) -> None:
     args = (*MOCK, "--max-concurrent", "4")
-    with servers(redis_url, "k", "k", args=args) as (a, b):
+    with servers(redis_url, SHARED, SHARED, args=args) as (a, b):
         alice = chat(a, "alice's secret")
         bob = chat(b, "bob's secret")
         assert said(b, alice) == ["alice's secret"]
@@ -117,7 +120,7 @@ def test_sessions_are_isolated_across_instances(
             assert results == [200, 200]
 
         # Alice's id under another key, or bare, is never taken for Alice's session.
-        alices_id = session_id(alice, "k")
+        alices_id = session_id(alice, SHARED)
         for forged in (CookieSigner("guess").sign(alices_id), alices_id, new_session_id()):
             assert said(b, forged) == []
 
@@ -182,7 +185,8 @@ def test_cookies_are_httponly_samesite_and_secure_behind_a_trusted_proxy() -> No
 async def test_api_keys_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every request compares its token with every key through ``hmac.compare_digest``, whole,
     whether it matches, matches a later key, is a prefix, or has the wrong scheme."""
-    keys = ["alpha-key", "bravo-key", "charlie-key"]
+    alpha, bravo, charlie = (f"{name}-key-{'x' * 32}" for name in ("alpha", "bravo", "charlie"))
+    keys = [alpha, bravo, charlie]
     compared: list[tuple[bytes, bytes]] = []
     compare_digest = hmac.compare_digest
 
@@ -194,16 +198,16 @@ async def test_api_keys_are_compared_in_constant_time(monkeypatch: pytest.Monkey
     app = create_app(Settings(model="mock", secret_key="k", api_keys=",".join(keys)))
     async with client_for(app) as client:
         for authorization, status in [
-            ("Bearer alpha-key", 200),
-            ("Bearer charlie-key", 200),
+            (f"Bearer {alpha}", 200),
+            (f"Bearer {charlie}", 200),
             ("Bearer alpha", 401),
-            ("Bearer alpha-keyX", 401),
+            (f"Bearer {alpha}X", 401),
             ("Bearer ", 401),
-            ("Basic alpha-key", 401),
+            (f"Basic {alpha}", 401),
             ("", 401),
         ]:
             compared.clear()
             response = await client.get("/v1/models", headers={"authorization": authorization})
             assert response.status_code == status, authorization
-            token = authorization.partition(" ")[2].encode()
-            assert compared == [(token, key.encode()) for key in keys]
+            token = key_digest(authorization.partition(" ")[2].strip())
+            assert compared == [(token, key_digest(key)) for key in keys]

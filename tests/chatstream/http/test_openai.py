@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from chatstream.app import create_app
 from chatstream.cli import build_parser
+from chatstream.config import key_digest
 from chatstream.settings import Settings
 
 from ..asgi import ManualRequest
@@ -21,13 +22,17 @@ from ..conftest import AppFactory, client_for
 from ..scripted import ScriptedEngine
 from ..test_chat_stream import wait_until
 
+FIRST_KEY = "sk-first-0123456789abcdef0123456789"
+SECOND_KEY = "sk-second-0123456789abcdef012345678"
+JSON = {"content-type": "application/json"}
 HI: list[Any] = [{"role": "user", "content": "Hi"}]
+TOOL = {"type": "function", "function": {"name": "f"}}
 
 
 @contextlib.asynccontextmanager
 async def openai_client(app: FastAPI, api_key: str = "unused") -> AsyncIterator[openai.AsyncOpenAI]:
     async with openai.AsyncOpenAI(
-        base_url="http://testserver/v1",
+        base_url="http://127.0.0.1/v1",
         api_key=api_key,
         # openai >= 3 types this as httpx2's client, and takes httpx's too.
         http_client=cast(Any, client_for(app)),
@@ -188,17 +193,17 @@ async def test_api_keys_are_required_when_set(
         compared.append(key)
         return compare_digest(given, key)
 
-    monkeypatch.setattr("chatstream.http.openai.hmac.compare_digest", spy)
-    app, _ = make_app(engine, api_keys=["first-key", "second-key"])
-    async with openai_client(app, api_key="first-key") as client:
+    monkeypatch.setattr("chatstream.http.guard.hmac.compare_digest", spy)
+    app, _ = make_app(engine, api_keys=[FIRST_KEY, SECOND_KEY])
+    async with openai_client(app, api_key=FIRST_KEY) as client:
         completion = await client.chat.completions.create(model="m", messages=HI)
         assert completion.choices[0].message.content == "Hello world"
         assert [m.id async for m in client.models.list()] == ["scripted"]
-    # Every key is compared, even after the first matched: the timing reveals nothing.
-    assert compared == [b"first-key", b"second-key"] * 2
-    async with openai_client(app, api_key="second-key") as client:
+    # Every key's digest is compared, even after the first matched: the timing reveals nothing.
+    assert compared == [key_digest(FIRST_KEY), key_digest(SECOND_KEY)] * 2
+    async with openai_client(app, api_key=SECOND_KEY) as client:
         await client.chat.completions.create(model="m", messages=HI)
-    for wrong in ("wrong-key", "first-key-and-more"):
+    for wrong in ("wrong-key", FIRST_KEY + "-and-more", FIRST_KEY[:-1]):
         async with openai_client(app, api_key=wrong) as client:
             with pytest.raises(openai.AuthenticationError) as refused:
                 await client.chat.completions.create(model="m", messages=HI)
@@ -206,7 +211,7 @@ async def test_api_keys_are_required_when_set(
             with pytest.raises(openai.AuthenticationError):
                 await client.models.list()
     async with client_for(app) as http:
-        for headers in ({}, {"authorization": "Basic first-key"}):
+        for headers in ({}, {"authorization": f"Basic {FIRST_KEY}"}):
             response = await http.post(
                 "/v1/chat/completions", json={"messages": HI}, headers=headers
             )
@@ -264,10 +269,10 @@ async def test_the_client_sees_422_400_and_413(
             await client.chat.completions.create(model="m", messages=too_long)
         assert refused.value.status_code == 413
     async with client_for(app) as http:
-        response = await http.post("/v1/chat/completions", content=b"{not json")
+        response = await http.post("/v1/chat/completions", content=b"{not json", headers=JSON)
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "invalid_json"
-        unknown = {"messages": HI, "seed": 1, "user": "u", "presence_penalty": 0.5}
+        unknown = {"messages": HI, "user": "u", "metadata": {"k": "v"}, "presence_penalty": 0}
         assert (await http.post("/v1/chat/completions", json=unknown)).status_code == 200
 
 
@@ -371,8 +376,9 @@ async def test_metrics_count_completions_like_chat_turns(
 
 
 async def test_the_served_app_with_the_mock_engine() -> None:
-    app = create_app(Settings(model="mock", mock_token_delay=0.0, secret_key="k", api_keys="s3"))
-    async with openai_client(app, api_key="s3") as client:
+    settings = Settings(model="mock", mock_token_delay=0.0, secret_key="k", api_keys=FIRST_KEY)
+    app = create_app(settings)
+    async with openai_client(app, api_key=FIRST_KEY) as client:
         completion = await client.chat.completions.create(
             model="mock", messages=[{"role": "user", "content": "Paris is lovely"}]
         )
@@ -403,7 +409,8 @@ async def test_the_served_app_with_the_mock_engine() -> None:
 def test_api_keys_come_from_the_environment_and_the_cli(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert Settings.from_env({"CHATSTREAM_API_KEYS": "new, old ,"}).api_key_list == ["new", "old"]
+    keys = Settings.from_env({"CHATSTREAM_API_KEYS": f"{FIRST_KEY}, {SECOND_KEY} ,"})
+    assert keys.api_key_list == [FIRST_KEY, SECOND_KEY]
     assert Settings.from_env({}).api_key_list == []
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--help"])
@@ -412,6 +419,111 @@ def test_api_keys_come_from_the_environment_and_the_cli(
     assert "CHATSTREAM_API_KEYS" in help_text
 
 
-async def test_an_empty_api_key_is_refused(make_app: AppFactory, engine: ScriptedEngine) -> None:
-    with pytest.raises(ValueError, match="empty"):
-        make_app(engine, api_keys=["good", ""])
+async def test_short_api_keys_are_refused(make_app: AppFactory, engine: ScriptedEngine) -> None:
+    for short in ("", "x" * 31):
+        with pytest.raises(ValueError, match="at least 32 characters"):
+            make_app(engine, api_keys=[FIRST_KEY, short])
+
+
+@pytest.mark.parametrize(
+    ("parameters", "named"),
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "auto"},
+            "tools",
+        ),
+        ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"logit_bias": {"50256": -100}}, "logit_bias"),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"frequency_penalty": 1}, "frequency_penalty"),
+        ({"seed": 7}, "seed"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"modalities": ["text", "audio"]}, "modalities"),
+    ],
+)
+async def test_parameters_that_change_the_answer_and_are_not_implemented_are_refused(
+    make_app: AppFactory, engine: ScriptedEngine, parameters: dict[str, Any], named: str
+) -> None:
+    """Clients that asked for tool calls or JSON get a clear 422, never a plain-text answer."""
+    app, _ = make_app(engine)
+    async with client_for(app) as http:
+        response = await http.post("/v1/chat/completions", json={"messages": HI, **parameters})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert named in error["message"] and "not supported" in error["message"]
+    assert engine.requests == []
+
+
+async def test_their_defaults_are_accepted(make_app: AppFactory, engine: ScriptedEngine) -> None:
+    app, _ = make_app(engine)
+    defaults = {
+        "tools": [TOOL],
+        "tool_choice": "none",
+        "response_format": {"type": "text"},
+        "logprobs": False,
+        "presence_penalty": 0,
+        "frequency_penalty": 0.0,
+        "seed": None,
+        "modalities": ["text"],
+        "logit_bias": {},
+    }
+    async with openai_client(app) as client:
+        completion = await client.chat.completions.create(
+            model="m", messages=HI, extra_body=defaults
+        )
+    assert completion.choices[0].message.content == "Hello world"
+
+
+async def test_a_developer_message_is_a_system_message(
+    make_app: AppFactory, engine: ScriptedEngine
+) -> None:
+    app, _ = make_app(engine)
+    async with openai_client(app) as client:
+        await client.chat.completions.create(
+            model="m", messages=[{"role": "developer", "content": "Be brief."}, *HI]
+        )
+    assert engine.requests[0].messages[0] == {"role": "system", "content": "Be brief."}
+
+
+async def test_bounds_on_stop_strings_and_the_echoed_model(
+    make_app: AppFactory, engine: ScriptedEngine
+) -> None:
+    app, _ = make_app(engine)
+    async with client_for(app) as http:
+        for body in (
+            {"stop": ["a"] * 5},
+            {"stop": "x" * 65},
+            {"stop": ["ok", "x" * 65]},
+            {"model": "m" * 257},
+        ):
+            response = await http.post("/v1/chat/completions", json={"messages": HI, **body})
+            assert response.status_code == 422, body
+        fine = {"messages": HI, "stop": ["x" * 64] * 4, "model": "m" * 256}
+        answer = await http.post("/v1/chat/completions", json=fine)
+        assert (answer.status_code, answer.json()["model"]) == (200, "m" * 256)
+
+
+async def test_one_model_and_unknown_routes_answer_in_the_error_shape(
+    make_app: AppFactory, engine: ScriptedEngine
+) -> None:
+    app, _ = make_app(engine)
+    async with openai_client(app) as client:
+        model = await client.models.retrieve("scripted")
+        assert (model.id, model.object) == ("scripted", "model")
+        with pytest.raises(openai.NotFoundError):
+            await client.models.retrieve("gpt-4o")
+    async with client_for(app) as http:
+        for method, path, status in [
+            ("GET", "/v1/embeddings", 404),
+            ("POST", "/v1/completions", 404),
+            ("GET", "/v1/chat/completions", 405),
+            ("DELETE", "/v1/models", 405),
+        ]:
+            response = await http.request(method, path)
+            assert response.status_code == status, path
+            assert response.json()["error"]["code"] in ("not_found", "method_not_allowed")

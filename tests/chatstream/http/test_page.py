@@ -23,7 +23,7 @@ async def test_the_page_and_its_assets_are_served_from_the_package() -> None:
         assert set(links) == {"static/style.css", "static/app.js", "data:,"}
         types = {"static/app.js": "text/javascript", "static/style.css": "text/css"}
         for link, media_type in types.items():
-            asset = await client.get(urljoin("http://testserver/", link))
+            asset = await client.get(urljoin("http://127.0.0.1/", link))
             assert asset.status_code == 200
             assert asset.headers["content-type"].startswith(media_type)
             assert asset.headers["x-content-type-options"] == "nosniff"
