@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -54,3 +55,40 @@ def test_client_closing_mid_stream_stops_generation_and_keeps_the_partial_reply(
             assert len(str(reply["content"])) < len(full.text)
             load = client.get("/get_load").json()
             assert (load["processing"], load["waiting"]) == (0, 0)
+
+
+def read_all(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def test_connections_are_bounded_in_header_size_and_time() -> None:
+    """A 20 MB Cookie header is refused, and a client that trickles its headers is cut off."""
+    args = ("--model", "mock", "--header-timeout", "0.5")
+    with running_server(*args) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            huge = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: " + b"a" * 20_000_000
+            with contextlib.suppress(OSError):  # the server may close while we still send
+                sock.sendall(huge + b"\r\n\r\n")
+            answer = read_all(sock)
+        assert not answer.startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never ends
+            assert read_all(slow) == b""  # closed by the server
+        assert time.monotonic() - started < 5
+        with httpx.Client(base_url=server.url) as client:
+            assert client.get("/healthz").status_code == 200  # a normal client is unaffected
+
+
+def test_the_interactive_docs_are_off_unless_asked_for() -> None:
+    with running_server("--model", "mock") as server:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            response = httpx.get(f"{server.url}{path}")
+            assert response.status_code == 404
+            assert response.json()["error"]["code"] == "not_found"
+    with running_server("--model", "mock", "--docs") as server:
+        assert httpx.get(f"{server.url}/openapi.json").json()["info"]["title"] == "chatstream"
+        assert httpx.get(f"{server.url}/docs").status_code == 200
