@@ -18,7 +18,7 @@ from .admission.base import Admission
 from .chat.feedback import FeedbackHook
 from .chat.outcome import CompletionCallback
 from .chat.params import GenerationSettings
-from .config import AccessConfig, AdmissionConfig, RequestLimits
+from .config import AccessConfig, AdmissionConfig, ConversationLimits, RequestLimits
 from .conversations.prompt import ChatPrompt
 from .engines.base import (
     DEFAULT_PREFILL_TOKENS,
@@ -75,6 +75,8 @@ class ChatStream:
         api_keys_scope: Literal["v1", "all"] = AccessConfig.api_keys_scope,
         allowed_origins: Sequence[str] = AccessConfig.allowed_origins,
         max_new_tokens_limit: int = RequestLimits.max_new_tokens_limit,
+        max_messages: int = ConversationLimits.max_messages,
+        max_conversation_bytes: int = ConversationLimits.max_conversation_bytes,
         prefill_tokens: int = DEFAULT_PREFILL_TOKENS,
         prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
     ) -> None:
@@ -115,6 +117,9 @@ class ChatStream:
             max_queue=max_queue,
             queue_timeout=queue_timeout,
             lease_ttl=lease_ttl,
+        )
+        self.conversation_limits = ConversationLimits(
+            max_messages=max_messages, max_conversation_bytes=max_conversation_bytes
         )
         self.on_feedback = on_feedback
         self.access = AccessConfig(

@@ -104,3 +104,20 @@ class ServerLimits:
     """Bytes of a request line and headers (a larger request is refused with 400)."""
     keep_alive_timeout: float = 5.0
     """Seconds an idle keep-alive connection stays open."""
+
+
+@dataclass(frozen=True)
+class ConversationLimits:
+    """How much one owner may keep: past a limit the request is refused (409), nothing is
+    dropped silently."""
+
+    max_messages: int = 1000
+    """Messages in one conversation (user and assistant alike)."""
+    max_conversation_bytes: int = 4 * 2**20
+    """UTF-8 bytes of one conversation's messages."""
+    max_conversations: int = 1000
+    """Conversations of one owner."""
+
+    def __post_init__(self) -> None:
+        if min(self.max_messages, self.max_conversation_bytes, self.max_conversations) < 1:
+            raise ValueError("conversation limits must be positive")

@@ -9,7 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sessions import SerializationError, dumps, loads
 
+from ..errors import InputTooLong
 from ..validation import validate_object
+
+MAX_FORM_DATA_BYTES = 4096
 
 FeedbackHook = Callable[[Any, dict[str, Any]], Awaitable[object] | object]
 """``on_feedback(request, feedback)``: a plain or coroutine function, called once stored."""
@@ -40,4 +43,9 @@ class FeedbackBody(BaseModel):
 
 
 def validate_feedback(data: object) -> FeedbackBody:
-    return validate_object(FeedbackBody, data)
+    """The feedback in ``data`` (422 if malformed, 413 when its ``form_data`` is over
+    :data:`MAX_FORM_DATA_BYTES` as JSON)."""
+    feedback = validate_object(FeedbackBody, data)
+    if len(dumps(feedback.form_data).encode()) > MAX_FORM_DATA_BYTES:
+        raise InputTooLong(f"form_data is over {MAX_FORM_DATA_BYTES} bytes as JSON")
+    return feedback

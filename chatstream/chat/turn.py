@@ -20,14 +20,36 @@ from sessions import Session, StoreUnavailable
 
 from ..admission.base import Admission
 from ..admission.lease import session_lease
+from ..config import ConversationLimits
 from ..conversations.prompt import ChatPrompt
 from ..engines.base import Engine, GenerationRequest
-from ..keys import CHAT_PROMPT
+from ..errors import ConversationFull
+from ..keys import CHAT_PROMPT, FEEDBACK
 from ..metrics import Metrics
 from .outcome import CompletionCallback, Outcome, run_callback
 from .run import GenerationRun
 
 logger = logging.getLogger("chatstream")
+
+
+def prepare_turn(history: ChatPrompt, user_input: str | None, limits: ConversationLimits) -> None:
+    """Make ``history`` the conversation to reply to: ``user_input`` appended, or, when it is
+    ``None``, the last reply dropped (a regenerate; 409 ``nothing_to_regenerate`` without a
+    user turn). A conversation with no room left for the turn and its reply is 409
+    ``conversation_full``: nothing is ever dropped to make room."""
+    if user_input is None:
+        history.drop_last_reply()
+        return
+    messages, size = history.size()
+    if messages + 2 > limits.max_messages:
+        raise ConversationFull(
+            f"this conversation has reached {limits.max_messages} messages: start a new one"
+        )
+    if size + len(user_input.encode()) > limits.max_conversation_bytes:
+        raise ConversationFull(
+            f"this conversation has reached {limits.max_conversation_bytes} bytes: start a new one"
+        )
+    history.add_user_message(user_input)
 
 
 @dataclass(slots=True)
@@ -77,7 +99,12 @@ class TurnRun(GenerationRun):
             prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
         )
-        turn.session.get_session()[CHAT_PROMPT] = turn.history
+        data = turn.session.get_session()
+        data[CHAT_PROMPT] = turn.history
+        feedback = data.get(FEEDBACK)
+        if feedback:  # a regenerated reply's feedback goes with it
+            kept = {message.message_id for message in turn.history.messages}
+            data[FEEDBACK] = {mid: entry for mid, entry in feedback.items() if mid in kept}
         try:
             await turn.session.save_session()
         except StoreUnavailable:

@@ -132,6 +132,10 @@ class ChatPrompt:
     def clear(self) -> None:
         self.messages.clear()
 
+    def size(self) -> tuple[int, int]:
+        """How many messages, and how many UTF-8 bytes of content, the conversation holds."""
+        return len(self.messages), sum(len(m.content.encode()) for m in self.messages)
+
     def find(self, message_id: str) -> Message | None:
         return next((m for m in self.messages if m.message_id == message_id), None)
 

@@ -60,10 +60,12 @@ def parse_json(body: bytes) -> object:
 
 
 def validate_chat_body(data: object, *, max_input_chars: int) -> ChatStreamBody:
+    """The body, with ``user_input`` set to ``None`` for a regenerate (which ignores it)."""
     parsed = validate_object(ChatStreamBody, data)
-    if not parsed.regenerate:
-        if parsed.user_input is None or not parsed.user_input.strip():
-            raise InvalidRequest("user_input must be a non-empty string")
-        if len(parsed.user_input) > max_input_chars:
-            raise InputTooLong(f"user_input is over {max_input_chars} characters")
+    if parsed.regenerate:
+        return parsed.model_copy(update={"user_input": None})
+    if parsed.user_input is None or not parsed.user_input.strip():
+        raise InvalidRequest("user_input must be a non-empty string")
+    if len(parsed.user_input) > max_input_chars:
+        raise InputTooLong(f"user_input is over {max_input_chars} characters")
     return parsed

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from ..chat.outcome import CompletionCallback, Outcome, run_callback
-from ..chat.turn import ChatTurn, TurnRun
+from ..chat.turn import ChatTurn, TurnRun, prepare_turn
 from .body import parse_json, read_body, validate_chat_body
 from .errors import error_response
 from .guard import guard_request
@@ -48,11 +48,7 @@ async def chat_stream_endpoint(
         body = validate_chat_body(data, max_input_chars=limits.max_input_chars)
         session = request.state.session
         history = chat_stream.load_history(session).copy()
-        if body.regenerate:
-            history.drop_last_reply()
-        else:
-            assert body.user_input is not None
-            history.add_user_message(body.user_input)
+        prepare_turn(history, body.user_input, chat_stream.conversation_limits)
         message_id = uuid.uuid4().hex
         generation = chat_stream.generation_request(
             history, chat_stream.generation_settings(session), request_id=message_id

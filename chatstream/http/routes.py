@@ -51,10 +51,12 @@ async def get_prompt(chat_stream: ChatStream, request: Request) -> Response:
 
 @json_errors
 async def clear_context(chat_stream: ChatStream, request: Request) -> Response:
-    """Start the conversation over (409 while this session is generating)."""
+    """Start the conversation over, its feedback with it; the sampling parameters stay (409
+    while this session is generating)."""
     session: Session = request.state.session
     async with session_lease(session, chat_stream.admission_config.lease_ttl):
         session.get_session().pop(CHAT_PROMPT, None)
+        session.get_session().pop(FEEDBACK, None)
         await session.save_session()
     return json_response({"status": "cleared"})
 

@@ -100,3 +100,66 @@ async def test_health_and_readiness(chat: httpx.AsyncClient) -> None:
     ready = await chat.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "model": "scripted"}
+
+
+async def feedback_of(client: httpx.AsyncClient) -> dict[str, Any]:
+    """The feedback stored in the session, by message id (through the session handle)."""
+    response = await client.get("/_feedback")
+    stored: dict[str, Any] = response.json()
+    return stored
+
+
+def app_showing_feedback(make_app: AppFactory) -> Any:
+    app, _ = make_app(ScriptedEngine())
+
+    @app.get("/_feedback")
+    async def show(request: Request) -> dict[str, Any]:
+        stored: dict[str, Any] = request.state.session.get_session().get("feedback") or {}
+        return stored
+
+    return app
+
+
+async def test_feedback_is_one_entry_per_reply_and_goes_with_its_reply(
+    make_app: AppFactory,
+) -> None:
+    async with client_for(app_showing_feedback(make_app)) as client:
+        first = (await client.post("/chat_stream", json={"user_input": "hi"})).headers
+        reply = first["x-message-id"]
+        for is_like in (True, False):  # the latest wins
+            body = {"message_id": reply, "is_like": is_like, "form_data": {"n": 1}}
+            assert (await client.post("/set_feedback", json=body)).status_code == 200
+        assert [entry["is_like"] for entry in (await feedback_of(client)).values()] == [False]
+        await client.post("/chat_stream", json={"regenerate": True})
+        assert await feedback_of(client) == {}  # the regenerated reply took its feedback
+        latest = (await client.get("/get_prompt")).json()["messages"][-1]["message_id"]
+        await client.post("/set_feedback", json={"message_id": latest, "is_like": True})
+        await client.post("/set_generation_params", json={"top_k": 7})
+        await client.post("/clear_context")
+        assert await feedback_of(client) == {}
+        assert (await client.get("/get_generation_params")).json()["top_k"] == 7  # kept
+
+
+async def test_feedback_form_data_is_bounded(chat: httpx.AsyncClient) -> None:
+    reply = (await chat.post("/chat_stream", json={"user_input": "hi"})).headers["x-message-id"]
+    big = {"message_id": reply, "is_like": True, "form_data": {"text": "x" * 4096}}
+    response = await chat.post("/set_feedback", json=big)
+    assert (response.status_code, response.json()["error"]["code"]) == (413, "input_too_long")
+    fits = {"message_id": reply, "is_like": True, "form_data": {"text": "x" * 4000}}
+    assert (await chat.post("/set_feedback", json=fits)).status_code == 200
+
+
+async def test_a_full_conversation_is_409_and_loses_nothing(make_app: AppFactory) -> None:
+    app, _ = make_app(ScriptedEngine(), max_messages=4, max_conversation_bytes=40)
+    async with client_for(app) as client:
+        assert (await client.post("/chat_stream", json={"user_input": "one"})).status_code == 200
+        assert (await client.post("/chat_stream", json={"user_input": "two"})).status_code == 200
+        full = await client.post("/chat_stream", json={"user_input": "three"})
+        assert (full.status_code, full.json()["error"]["code"]) == (409, "conversation_full")
+        assert "4 messages" in full.json()["error"]["message"]
+        assert (await client.post("/chat_stream", json={"regenerate": True})).status_code == 200
+        said = [m["content"] for m in (await client.get("/get_prompt")).json()["messages"]]
+        assert said == ["one", "Hello world", "two", "Hello world"]
+        await client.post("/clear_context")
+        too_big = await client.post("/chat_stream", json={"user_input": "x" * 41})
+        assert (too_big.status_code, too_big.json()["error"]["code"]) == (409, "conversation_full")
