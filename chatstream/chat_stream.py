@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -27,9 +28,10 @@ from .engines.base import (
     GenerationParams,
     GenerationRequest,
 )
+from .errors import ServiceUnavailable
 from .http.chat import chat_stream_endpoint
 from .http.routes import build_router
-from .keys import CHAT_PROMPT, GENERATION_PARAMS
+from .keys import CHAT_PROMPT, GENERATION_PARAMS, READY_PROBE
 from .metrics import Metrics
 
 _SAMPLING = GenerationParams()
@@ -234,6 +236,17 @@ class ChatStream:
                 lease_ttl=config.lease_ttl,
             )
         return self._admission
+
+    async def check_ready(self, session: Session) -> None:
+        """Raise unless the session store answers and chatstream's Redis takes writes (a
+        read-only replica, a failed cluster or a failover in progress is not ready)."""
+        await session.store.ping()
+        redis = self._redis or getattr(session.store, "redis", None)
+        if redis is not None:
+            try:
+                await redis.set(READY_PROBE, "1", px=10_000)
+            except RedisError as exc:
+                raise ServiceUnavailable("Redis does not take writes") from exc
 
     @functools.cached_property
     def router(self) -> APIRouter:

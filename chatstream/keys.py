@@ -26,6 +26,9 @@ GENERATION_LEASE = "generation"
 
 DEFAULT_PREFIX = "chatstream:"
 
+READY_PROBE = DEFAULT_PREFIX + "{ready}:probe"
+"""Written (with a short TTL) by ``/readyz``: a node that cannot take writes is not ready."""
+
 # The admission semaphore: all of its keys share the hash tag ``{sem:<name>}``.
 SEMAPHORE_TAG = "{{sem:{name}}}"
 TICKETS = "tickets"

@@ -3,7 +3,8 @@ answer a failure through :func:`error_response`.
 
 The JSON shape is always ``{"error": {"code": str, "message": str}}``. A chat-layer error
 answers with its own status, code, message and headers; the session store being unreachable
-is ``503 store_unavailable`` with ``Retry-After``; anything else is a ``500 internal_error``
+(or any Redis error that reached this far) is ``503 store_unavailable`` with ``Retry-After``;
+anything else is a ``500 internal_error``
 with a fixed message (the details go to the log, never to the client).
 """
 
@@ -14,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -39,6 +41,9 @@ def as_chat_error(exc: Exception) -> ChatStreamError:
         return exc
     if isinstance(exc, StoreUnavailable):
         return ServiceUnavailable(UNAVAILABLE_MESSAGE, retry_after=exc.retry_after)
+    if isinstance(exc, RedisError | OSError):  # any Redis failure a lower layer let through
+        logger.warning("store error answered with a 503: %r", exc)
+        return ServiceUnavailable(UNAVAILABLE_MESSAGE)
     logger.error("unexpected error answered with a 500", exc_info=exc)
     return ChatStreamError("the request could not be completed")
 

@@ -116,8 +116,8 @@ async def healthz(request: Request) -> Response:
 
 @json_errors
 async def readyz(chat_stream: ChatStream, request: Request) -> Response:
-    """Readiness: the model is loaded and the session store answers."""
-    await request.state.session.store.ping()
+    """Readiness: the model is loaded, the session store answers and Redis takes writes."""
+    await chat_stream.check_ready(request.state.session)
     return json_response({"status": "ready", "model": chat_stream.engine.model_name})
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from redis.asyncio import Redis
 
 from chatstream import ChatStream
 from chatstream.app import create_app
@@ -8,6 +9,8 @@ from chatstream.cli import build_parser, main
 from chatstream.engines.batched import BatchedEngine
 from chatstream.engines.hf import TransformersEngine
 from chatstream.settings import ConfigError, Settings
+from chatstream.testing import free_port
+from tests.servers import RedisProcess
 
 from ..sse import parse_events
 from .conftest import client_for
@@ -186,3 +189,20 @@ async def test_a_follow_up_turn_reports_the_prompt_tokens_it_took_from_the_prefi
     assert f"chatstream_prompt_tokens_cached_total {second['cached_tokens']:.1f}" in metrics
     total = first["prompt_tokens"] + second["prompt_tokens"]
     assert f"chatstream_prompt_tokens_total {total:.1f}" in metrics
+
+
+@pytest.mark.redis
+async def test_readyz_is_503_while_redis_cannot_take_writes(private_redis: RedisProcess) -> None:
+    """A read-only replica (as during a failover) answers pings: readiness needs a write."""
+    secret = "s" * 32
+    app = create_app(Settings(model="mock", redis_url=private_redis.url, secret_key=secret))
+    admin = Redis(port=private_redis.port)
+    async with client_for(app) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        await admin.replicaof("127.0.0.1", str(free_port()))  # a primary that never answers
+        refused = await client.get("/readyz")
+        assert (refused.status_code, refused.json()["error"]["code"]) == (503, "store_unavailable")
+        assert "Retry-After" in refused.headers
+        await admin.replicaof("NO", "ONE")
+        assert (await client.get("/readyz")).status_code == 200
+    await admin.aclose()
