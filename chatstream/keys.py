@@ -9,6 +9,7 @@ Redis Cluster slot.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 # -- session fields --------------------------------------------------------------------------------
@@ -72,3 +73,39 @@ class SemaphoreKeys:
     def script_keys(self) -> list[str]:
         """``KEYS`` of every script, in the order ``common.lua`` names them."""
         return [self.tickets, self.queue, self.ready, self.heartbeats, self.holders]
+
+
+# Conversations: each conversation's keys share its hash tag ``{conv:<id>}``; each owner's index
+# shares ``{owner:<digest of the owner>}`` (owner names never appear in keys).
+@dataclass(frozen=True, slots=True)
+class ConversationKeys:
+    record: str
+    """Hash: ``meta`` (JSON), the messages ``m:<position>`` and feedback ``f:<message id>``."""
+    lease: str
+    """String: ``<token> <message id>`` while a reply of the conversation generates."""
+
+    @classmethod
+    def build(cls, conversation_id: str, prefix: str = DEFAULT_PREFIX) -> ConversationKeys:
+        base = f"{prefix}conv:{{{_checked(conversation_id)}}}"
+        return cls(record=base, lease=base + ":lease")
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerKeys:
+    index: str
+    """Sorted set: the owner's conversation ids, scored by their last update (ms)."""
+    summaries: str
+    """Hash: conversation id to its summary (JSON: title, created_at, updated_at, count)."""
+
+    @classmethod
+    def build(cls, owner: str, prefix: str = DEFAULT_PREFIX) -> OwnerKeys:
+        digest = hashlib.sha256(owner.encode()).hexdigest()[:32]
+        base = f"{prefix}owner:{{{digest}}}"
+        return cls(index=base + ":conversations", summaries=base + ":summaries")
+
+
+def _checked(identifier: str) -> str:
+    """An id that may go inside a hash tag (our ids are hex; a client's are checked first)."""
+    if not identifier or not all(c.isalnum() or c in "-_" for c in identifier):
+        raise ValueError(f"not an id: {identifier!r}")
+    return identifier
