@@ -1,7 +1,8 @@
 """One app instance in its own process, for the multi-process semaphore tests.
 
-``python semaphore_worker.py REDIS_URL MODE [options]``; it prints ``position N`` while queued and
-``granted`` once granted (one line each, flushed), so the test can await those lines.
+``python -m tests.chatstream.admission.semaphore_worker REDIS_URL MODE [options]``, from the
+repository root; it prints ``position N`` while queued and ``granted`` once granted (one line
+each, flushed), so the test can await those lines.
 
 - ``hold``: acquire, then hold the permit until killed.
 - ``queue``: acquire, push ``--id`` onto ``ORDER_KEY``, release, exit.

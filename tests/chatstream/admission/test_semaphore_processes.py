@@ -15,7 +15,9 @@ from redis.asyncio import Redis
 from chatstream.admission.base import Load
 from chatstream.admission.semaphore import RECHECK_INTERVAL, WAITER_TTL, RedisSemaphore
 
-WORKER = Path(__file__).with_name("semaphore_worker.py")
+ROOT = Path(__file__).parents[3]
+# Run as a module from the repository root, so the worker imports this tree's chatstream.
+WORKER = "tests.chatstream.admission.semaphore_worker"
 ORDER_KEY = "test:semaphore:order"
 SAMPLES_KEY = "test:semaphore:samples"
 
@@ -27,8 +29,10 @@ async def spawn(redis_url: str) -> AsyncIterator[Spawn]:
     processes: list[asyncio.subprocess.Process] = []
 
     async def start(mode: str, *options: str) -> asyncio.subprocess.Process:
-        command = [sys.executable, str(WORKER), redis_url, mode, *options]
-        process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+        command = [sys.executable, "-m", WORKER, redis_url, mode, *options]
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, cwd=ROOT
+        )
         processes.append(process)
         return process
 
