@@ -38,11 +38,19 @@ TICKET_CLIENTS = "ticket-clients"
 CLIENT_TICKETS = "client-tickets"
 WAKE_CHANNEL = "wake"
 
+# One client's turns per minute: one key, and one hash tag, per client.
+RATE_LIMIT = "{{rate:{client}}}:turns"
+
 
 def client_digest(client: str) -> str:
     """What chatstream stores of a client id (an address, a user id, an API key's digest): a
     fixed-size digest, so any string is safe in a key or a field and none is stored in clear."""
     return hashlib.sha256(client.encode()).hexdigest()[:32]
+
+
+def rate_limit_key(client: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Sorted set: when ``client`` started its turns of the last minute (ms of Redis ``TIME``)."""
+    return prefix + RATE_LIMIT.format(client=client_digest(client))
 
 
 @dataclass(frozen=True, slots=True)
