@@ -30,9 +30,7 @@ from operator import attrgetter
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..config import AdmissionConfig
 from ..errors import QueueFull, QueueTimeout, ServiceUnavailable, TooManyRequests
@@ -46,7 +44,7 @@ RECHECK_INTERVAL = 1.0
 WAITER_TTL = 3.0
 """Seconds a waiter stays queued without a heartbeat, e.g. after its instance was killed."""
 
-UNREACHABLE = "the admission store is unreachable"
+UNAVAILABLE = "the admission store is unavailable"
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +121,7 @@ class RedisSemaphore:
         cap). ``on_position`` gets the 1-based queue position each time it changes, then ``0``
         once granted. Raises :class:`~chatstream.errors.TooManyRequests` (the client's cap),
         :class:`~chatstream.errors.QueueFull`, :class:`~chatstream.errors.QueueTimeout` or
-        :class:`~chatstream.errors.ServiceUnavailable` (Redis unreachable). However the block is
+        :class:`~chatstream.errors.ServiceUnavailable` (a Redis error). However the block is
         left, cancellation included, the ticket is gone from Redis when this returns.
         """
         report = on_position or _ignore
@@ -141,8 +139,8 @@ class RedisSemaphore:
     async def load(self) -> Load:
         try:
             processing, waiting = await self._scripts.load()
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise ServiceUnavailable(UNREACHABLE) from exc
+        except RedisError as exc:
+            raise _unavailable(exc) from exc
         return Load(processing, waiting, self.capacity, self.max_queue)
 
     async def aclose(self) -> None:
@@ -185,8 +183,8 @@ class RedisSemaphore:
                     position = await ticket.next_position()
         except TimeoutError as exc:
             raise QueueTimeout(f"no generation slot within {self.queue_timeout:g} s") from exc
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise ServiceUnavailable(UNREACHABLE) from exc
+        except RedisError as exc:
+            raise _unavailable(exc) from exc
         finally:
             self._queued.pop(ticket.id, None)
 
@@ -266,8 +264,9 @@ class RedisSemaphore:
         try:
             next_expiry, positions = await self._scripts.poll([(t.id, t.has_slot) for t in tickets])
         except Exception as exc:
+            logger.warning("admission poll failed: %r", exc)
             for ticket in tickets:
-                ticket.fail(UNREACHABLE, exc)
+                ticket.fail(UNAVAILABLE, exc)
             return RECHECK_INTERVAL
         for ticket, position in zip(tickets, positions, strict=True):
             ticket.update(position)
@@ -321,6 +320,12 @@ class _Permit:
 
 def _ignore(position: int) -> None:
     pass
+
+
+def _unavailable(exc: RedisError) -> ServiceUnavailable:
+    """What a client sees of a Redis error: a fixed text; the detail goes to the log."""
+    logger.warning("admission store error: %r", exc)
+    return ServiceUnavailable(UNAVAILABLE)
 
 
 async def _to_completion(cleanup: Coroutine[Any, Any, None]) -> None:
