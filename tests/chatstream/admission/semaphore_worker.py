@@ -4,7 +4,7 @@
 repository root; it prints ``position N`` while queued and ``granted`` once granted (one line
 each, flushed), so the test can await those lines.
 
-- ``hold``: acquire, then hold the permit until killed.
+- ``hold``: acquire (as ``--client``, if given), then hold the permit until killed.
 - ``queue``: acquire, push ``--id`` onto ``ORDER_KEY``, release, exit.
 - ``hammer``: ``--tasks`` concurrent loops of ``--iterations`` acquire/release; while holding,
   each pushes the number of concurrent holders (an INCR/DECR counter) onto ``SAMPLES_KEY``.
@@ -49,13 +49,14 @@ async def main(options: argparse.Namespace) -> None:
         capacity=options.capacity,
         local_slots=options.local_slots,
         lease_ttl=options.lease_ttl,
+        max_per_client=options.max_per_client,
     )
     try:
         if options.mode == "hammer":
             loops = (hammer(redis, semaphore, options.iterations) for _ in range(options.tasks))
             await asyncio.gather(*loops)
             return
-        async with semaphore.acquire(on_position=report):
+        async with semaphore.acquire(client=options.client, on_position=report):
             say("granted")
             if options.mode == "hold":
                 await asyncio.Event().wait()
@@ -72,6 +73,8 @@ if __name__ == "__main__":
     parser.add_argument("--capacity", type=int, default=1)
     parser.add_argument("--local-slots", type=int)
     parser.add_argument("--lease-ttl", type=float, default=15.0)
+    parser.add_argument("--client")
+    parser.add_argument("--max-per-client", type=int)
     parser.add_argument("--id", default="")
     parser.add_argument("--tasks", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=1)
