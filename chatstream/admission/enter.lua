@@ -17,6 +17,31 @@ local function count_for_client()
   end
 end
 
+-- Whether the client has max_per_client live tickets. Before a refusal its count is checked
+-- against the tickets themselves, so that tickets gone without being forgotten (a key deleted
+-- by hand, purged by an instance of an older version) never lock the client out.
+local function client_full()
+  if client == '' then
+    return false
+  end
+  if tonumber(redis.call('HGET', client_tickets_key, client) or '0') < max_per_client then
+    return false
+  end
+  local live = 0
+  local owners = redis.call('HGETALL', ticket_clients_key)
+  for i = 1, #owners, 2 do
+    if owners[i + 1] == client then
+      local other = owners[i]
+      if redis.call('ZSCORE', queue_key, other) or redis.call('ZSCORE', holders_key, other) then
+        live = live + 1
+      else
+        forget(other)
+      end
+    end
+  end
+  return live >= max_per_client
+end
+
 local result
 if redis.call('ZSCORE', holders_key, ticket) then
   result = {0, 0}
@@ -25,8 +50,7 @@ elseif redis.call('ZSCORE', queue_key, ticket) then
     redis.call('ZRANK', queue_key, ticket) + 1,
     tonumber(redis.call('ZSCORE', queue_key, ticket)),
   }
-elseif client ~= ''
-    and tonumber(redis.call('HGET', client_tickets_key, client) or '0') >= max_per_client then
+elseif client_full() then
   result = {-2, 0}
 elseif ready and redis.call('ZCARD', ready_key) < free_permits(capacity) then
   redis.call('ZADD', holders_key, now + lease_ms, ticket)
