@@ -88,6 +88,11 @@ class Request:
         await self.task
 
 
+async def release_all(requests: list[Request]) -> None:
+    """Release requests started together, whichever of them was granted first."""
+    await asyncio.gather(*(request.release() for request in requests))
+
+
 async def queued(semaphore: RedisSemaphore, count: int, **kwargs: Any) -> list[Request]:
     """``count`` requests, queued one after the other (so their ticket order is known)."""
     requests: list[Request] = []
@@ -367,8 +372,7 @@ async def test_one_client_cannot_fill_the_queue(make_semaphore: MakeSemaphore) -
             await refused(request)
     visitor = Request(semaphore, client="198.51.100.2")
     await visitor.reached(len(admitted))
-    for request in (*admitted, visitor):
-        await request.release()
+    await release_all([*admitted, visitor])
 
 
 async def test_cancelling_a_queued_request_frees_its_clients_place(
@@ -398,8 +402,7 @@ async def test_no_cap_without_a_client_or_a_max(
     requests = [Request(semaphore, client=client) for _ in range(3)]
     assert [await request.admitted() for request in requests] == [True, True, True]
     assert await client_tickets(store) == {}
-    for request in requests:
-        await request.release()
+    await release_all(requests)
 
 
 async def test_expired_tickets_no_longer_count_for_their_client(
@@ -424,8 +427,25 @@ async def test_expired_tickets_no_longer_count_for_their_client(
     assert await client_tickets(store) == {}
     again = [Request(semaphore, client="alice") for _ in range(2)]
     assert [await request.admitted() for request in again] == [True, True]
-    for request in again:
-        await request.release()
+    await release_all(again)
+
+
+async def test_tickets_gone_without_a_trace_do_not_lock_their_client_out(
+    make_semaphore: MakeSemaphore, store: Redis
+) -> None:
+    semaphore = make_semaphore(capacity=2, max_per_client=1)
+    first = Request(semaphore, client="alice")
+    await first.granted.wait()
+    await refused(Request(semaphore, client="alice"))
+    # The ticket vanishes and its client is not told (as when an older instance purges it).
+    await store.delete(KEYS.holders)
+    second = Request(semaphore, client="alice")
+    await second.granted.wait()
+    assert await client_tickets(store) == {client_digest("alice"): 1}
+    await first.release()
+    assert await client_tickets(store) == {client_digest("alice"): 1}
+    await second.release()
+    assert await client_tickets(store) == {}
 
 
 async def test_closing_fails_the_waiters(make_semaphore: MakeSemaphore, store: Redis) -> None:
