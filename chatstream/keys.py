@@ -37,7 +37,23 @@ QUEUE = "queue"
 READY = "ready"
 HEARTBEATS = "heartbeats"
 HOLDERS = "holders"
+TICKET_CLIENTS = "ticket-clients"
+CLIENT_TICKETS = "client-tickets"
 WAKE_CHANNEL = "wake"
+
+# One client's turns per minute: one key, and one hash tag, per client.
+RATE_LIMIT = "{{rate:{client}}}:turns"
+
+
+def client_digest(client: str) -> str:
+    """What chatstream stores of a client id (an address, a user id, an API key's digest): a
+    fixed-size digest, so any string is safe in a key or a field and none is stored in clear."""
+    return hashlib.sha256(client.encode()).hexdigest()[:32]
+
+
+def rate_limit_key(client: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Sorted set: when ``client`` started its turns of the last minute (ms of Redis ``TIME``)."""
+    return prefix + RATE_LIMIT.format(client=client_digest(client))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +68,10 @@ class SemaphoreKeys:
     """Sorted set: every waiter's ticket id, scored by when it expires unless refreshed (ms)."""
     holders: str
     """Sorted set: every granted ticket id, scored by when its lease expires (ms)."""
+    ticket_clients: str
+    """Hash: the client digest of every queued or granted ticket that has a client."""
+    client_tickets: str
+    """Hash: how many tickets each client digest has queued or granted (no field at zero)."""
     wake_channel: str
     """Pub/sub channel (not a key) on which scripts tell waiting instances to look again."""
 
@@ -66,13 +86,23 @@ class SemaphoreKeys:
             ready=base + READY,
             heartbeats=base + HEARTBEATS,
             holders=base + HOLDERS,
+            ticket_clients=base + TICKET_CLIENTS,
+            client_tickets=base + CLIENT_TICKETS,
             wake_channel=base + WAKE_CHANNEL,
         )
 
     @property
     def script_keys(self) -> list[str]:
         """``KEYS`` of every script, in the order ``common.lua`` names them."""
-        return [self.tickets, self.queue, self.ready, self.heartbeats, self.holders]
+        return [
+            self.tickets,
+            self.queue,
+            self.ready,
+            self.heartbeats,
+            self.holders,
+            self.ticket_clients,
+            self.client_tickets,
+        ]
 
 
 # Conversations: each conversation's keys share its hash tag ``{conv:<id>}``; each owner's index

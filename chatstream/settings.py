@@ -82,6 +82,16 @@ class Settings:
         "CHATSTREAM_LEASE_TTL",
         "seconds a crashed instance keeps its permits and session leases",
     )
+    max_per_client: int | None = setting(
+        AdmissionConfig.max_per_client,
+        "CHATSTREAM_MAX_PER_CLIENT",
+        "requests one client may have queued or running cluster-wide before 429",
+    )
+    rate_limit: int = setting(
+        AdmissionConfig.rate_limit,
+        "CHATSTREAM_RATE_LIMIT",
+        "turns one client may start per minute before 429; 0 = off",
+    )
     max_new_tokens: int = setting(
         _SAMPLING.max_new_tokens,
         "CHATSTREAM_MAX_NEW_TOKENS",
@@ -202,6 +212,8 @@ class Settings:
             max_queue=self.max_queue,
             queue_timeout=self.queue_timeout,
             lease_ttl=self.lease_ttl,
+            max_per_client=self.max_per_client,
+            rate_limit=self.rate_limit,
         )
 
 

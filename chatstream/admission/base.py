@@ -2,8 +2,10 @@
 
 The handler only sees :class:`Admission`. ``acquire()`` is an async context manager that waits
 its turn (FIFO), reports the queue position while waiting, and yields a :class:`Permit` while
-the generation runs. It raises :class:`~chatstream.errors.QueueFull` when the queue is full and
-:class:`~chatstream.errors.QueueTimeout` when the wait is too long. Leaving the context (normally,
+the generation runs. It raises :class:`~chatstream.errors.TooManyRequests` when the ``client``
+already has as many requests queued or running as it may, :class:`~chatstream.errors.QueueFull`
+when the queue is full, :class:`~chatstream.errors.QueueTimeout` when the wait is too long and
+:class:`~chatstream.errors.ServiceUnavailable` when its store fails. Leaving the context (normally,
 by exception or by task cancellation at any await point) gives everything back.
 """
 
@@ -41,7 +43,7 @@ class Permit(Protocol):
 @runtime_checkable
 class Admission(Protocol):
     def acquire(
-        self, *, on_position: PositionCallback | None = None
+        self, *, client: str | None = None, on_position: PositionCallback | None = None
     ) -> AbstractAsyncContextManager[Permit]: ...
 
     async def load(self) -> Load: ...

@@ -14,15 +14,20 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from ..keys import SemaphoreKeys
+from ..keys import SemaphoreKeys, client_digest
 
 
-def _source(name: str) -> str:
-    package = files("chatstream.admission")
-    return package.joinpath("common.lua").read_text() + package.joinpath(f"{name}.lua").read_text()
+def lua(name: str) -> str:
+    """The text of ``<name>.lua`` in this package."""
+    return files("chatstream.admission").joinpath(f"{name}.lua").read_text()
 
 
-ENTER, POLL, RENEW, LEAVE, LOAD = (_source(n) for n in ("enter", "poll", "renew", "leave", "load"))
+ENTER, POLL, RENEW, LEAVE, LOAD = (
+    lua("common") + lua(name) for name in ("enter", "poll", "renew", "leave", "load")
+)
+
+QUEUE_FULL = -1
+CLIENT_FULL = -2
 
 
 def _ms(seconds: float) -> int:
@@ -39,6 +44,7 @@ class SemaphoreScripts:
         *,
         capacity: int,
         max_queue: int,
+        max_per_client: int | None,
         lease_ttl: float,
         waiter_ttl: float,
     ) -> None:
@@ -46,6 +52,7 @@ class SemaphoreScripts:
         self._channel = keys.wake_channel
         self._capacity = capacity
         self._max_queue = max_queue
+        self._max_per_client = max_per_client
         self._lease_ms = _ms(lease_ttl)
         self._waiter_ms = _ms(waiter_ttl)
         self._enter = redis.register_script(ENTER)
@@ -54,11 +61,15 @@ class SemaphoreScripts:
         self._leave = redis.register_script(LEAVE)
         self._load = redis.register_script(LOAD)
 
-    async def enter(self, ticket: str, *, ready: bool) -> tuple[int, int]:
-        """Queue ``ticket`` (or grant it at once). Returns ``(position, ticket number)``:
-        position 0 when granted, -1 when the queue is full."""
+    async def enter(self, ticket: str, *, ready: bool, client: str | None) -> tuple[int, int]:
+        """Queue ``ticket`` (or grant it at once), as one of ``client``'s tickets. Returns
+        ``(position, ticket number)``: position 0 when granted, :data:`QUEUE_FULL` when the queue
+        is full, :data:`CLIENT_FULL` when the client already has ``max_per_client`` tickets."""
+        cap: tuple[str, int] = ("", 0)  # uncapped
+        if client is not None and self._max_per_client is not None:
+            cap = (client_digest(client), self._max_per_client)
         args = (int(ready), self._capacity, self._max_queue, self._lease_ms, self._waiter_ms)
-        position, number = await self._call(self._enter, ticket, *args)
+        position, number = await self._call(self._enter, ticket, *args, *cap)
         return int(position), int(number)
 
     async def poll(self, tickets: Sequence[tuple[str, bool]]) -> tuple[float | None, list[int]]:

@@ -5,7 +5,8 @@ a random id made here, so cleanup by id works whatever the last script did. Wait
 sorted set scored by its ticket number (``INCR``: the FIFO order) and heartbeats; granted, it sits
 in the holders' sorted set scored by its lease expiry and renews the lease. Every change is one Lua
 script (:mod:`chatstream.admission.scripts`) that first drops expired waiters and holders, so the
-tickets of a crashed instance vanish by themselves.
+tickets of a crashed instance vanish by themselves. A ticket with a client counts for that client
+(queued or granted) until it leaves or expires, in the same script that removes it.
 
 An instance's waiters are looked after by one poll task: one script call heartbeats them all,
 grants what can be granted and returns their positions. It runs when a script publishes on the
@@ -29,22 +30,21 @@ from operator import attrgetter
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import QueueFull, QueueTimeout, ServiceUnavailable
+from ..config import AdmissionConfig
+from ..errors import QueueFull, QueueTimeout, ServiceUnavailable, TooManyRequests
 from ..keys import DEFAULT_PREFIX, SemaphoreKeys
 from ..tasks import BackgroundLoop, Renewal
 from .base import Load, Permit, PositionCallback
-from .scripts import SemaphoreScripts
+from .scripts import CLIENT_FULL, QUEUE_FULL, SemaphoreScripts
 
 RECHECK_INTERVAL = 1.0
 """Seconds between an instance's looks at its waiters without a signal; also their heartbeat."""
 WAITER_TTL = 3.0
 """Seconds a waiter stays queued without a heartbeat, e.g. after its instance was killed."""
 
-UNREACHABLE = "the admission store is unreachable"
+UNAVAILABLE = "the admission store is unavailable"
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +54,12 @@ class RedisSemaphore:
 
     Requests are granted in FIFO order of their tickets. ``max_queue`` bounds how many wait
     cluster-wide (:class:`~chatstream.errors.QueueFull` beyond), ``queue_timeout`` how long each
-    waits (:class:`~chatstream.errors.QueueTimeout`). A permit is a lease of ``lease_ttl`` seconds,
-    renewed every third of it while held: a crashed holder's permit returns after at most
-    ``lease_ttl``. Every instance must use the same ``name``, ``capacity`` and ``max_queue``.
+    waits (:class:`~chatstream.errors.QueueTimeout`), ``max_per_client`` how many one client may
+    have queued or running at once (:class:`~chatstream.errors.TooManyRequests` beyond; ``None``:
+    no cap), so that one client never fills the queue. A permit is a lease of ``lease_ttl``
+    seconds, renewed every third of it while held: a crashed holder's permit returns after at most
+    ``lease_ttl``. Every instance must use the same ``name``, ``capacity``, ``max_queue`` and
+    ``max_per_client``.
 
     ``local_slots`` is this instance's engine slots. Every request takes a global ticket at once,
     so the queue that ``max_queue`` bounds and the positions reported are cluster-wide; but a
@@ -72,13 +75,14 @@ class RedisSemaphore:
         name: str = "generation",
         capacity: int,
         local_slots: int | None = None,
-        max_queue: int = 64,
-        queue_timeout: float = 60.0,
-        lease_ttl: float = 15.0,
+        max_queue: int = AdmissionConfig.max_queue,
+        queue_timeout: float = AdmissionConfig.queue_timeout,
+        lease_ttl: float = AdmissionConfig.lease_ttl,
+        max_per_client: int | None = AdmissionConfig.max_per_client,
         prefix: str = DEFAULT_PREFIX,
     ) -> None:
-        if capacity < 1 or (local_slots is not None and local_slots < 1):
-            raise ValueError("capacity and local_slots must be at least 1")
+        if capacity < 1 or any(n is not None and n < 1 for n in (local_slots, max_per_client)):
+            raise ValueError("capacity, local_slots and max_per_client must be at least 1")
         if max_queue < 0 or queue_timeout <= 0 or lease_ttl <= 0:
             raise ValueError("max_queue, queue_timeout and lease_ttl must be positive")
         self.capacity = capacity
@@ -86,6 +90,7 @@ class RedisSemaphore:
         self.max_queue = max_queue
         self.queue_timeout = queue_timeout
         self.lease_ttl = lease_ttl
+        self.max_per_client = max_per_client
         keys = SemaphoreKeys.build(name, prefix)
         self._redis = redis
         self._wake_channel = keys.wake_channel
@@ -94,6 +99,7 @@ class RedisSemaphore:
             keys,
             capacity=capacity,
             max_queue=max_queue,
+            max_per_client=max_per_client,
             lease_ttl=lease_ttl,
             waiter_ttl=WAITER_TTL,
         )
@@ -107,22 +113,23 @@ class RedisSemaphore:
 
     @asynccontextmanager
     async def acquire(
-        self, *, on_position: PositionCallback | None = None
+        self, *, client: str | None = None, on_position: PositionCallback | None = None
     ) -> AsyncIterator[Permit]:
         """Wait for a permit and hold it for the ``async with`` block.
 
-        ``on_position`` gets the 1-based queue position each time it changes, then ``0`` once
-        granted. Raises :class:`~chatstream.errors.QueueFull`,
-        :class:`~chatstream.errors.QueueTimeout` or :class:`~chatstream.errors.ServiceUnavailable`
-        (Redis unreachable). However the block is left, cancellation included, the ticket is gone
-        from Redis when this returns.
+        ``client`` identifies who asks (a user id, an address, an API key's digest; ``None``: no
+        cap). ``on_position`` gets the 1-based queue position each time it changes, then ``0``
+        once granted. Raises :class:`~chatstream.errors.TooManyRequests` (the client's cap),
+        :class:`~chatstream.errors.QueueFull`, :class:`~chatstream.errors.QueueTimeout` or
+        :class:`~chatstream.errors.ServiceUnavailable` (a Redis error). However the block is
+        left, cancellation included, the ticket is gone from Redis when this returns.
         """
         report = on_position or _ignore
         ticket = _Ticket(secrets.token_hex(16), has_slot=self._take_slot_on_arrival())
         self._queued[ticket.id] = ticket
         permit: _Permit | None = None
         try:
-            await self._wait_for_grant(ticket, report)
+            await self._wait_for_grant(ticket, client, report)
             permit = _Permit(self._scripts, ticket.id, self.lease_ttl)
             report(0)
             yield permit
@@ -132,8 +139,8 @@ class RedisSemaphore:
     async def load(self) -> Load:
         try:
             processing, waiting = await self._scripts.load()
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise ServiceUnavailable(UNREACHABLE) from exc
+        except RedisError as exc:
+            raise _unavailable(exc) from exc
         return Load(processing, waiting, self.capacity, self.max_queue)
 
     async def aclose(self) -> None:
@@ -148,13 +155,22 @@ class RedisSemaphore:
         for ticket in self._queued.values():
             ticket.fail("the server is shutting down")
 
-    async def _wait_for_grant(self, ticket: _Ticket, report: PositionCallback) -> None:
+    async def _wait_for_grant(
+        self, ticket: _Ticket, client: str | None, report: PositionCallback
+    ) -> None:
         try:
             async with asyncio.timeout(self.queue_timeout):
                 position, ticket.number = await self._scripts.enter(
-                    ticket.id, ready=ticket.has_slot
+                    ticket.id, ready=ticket.has_slot, client=client
                 )
-                if position < 0:
+                if position == CLIENT_FULL:
+                    # Retry-After stays at 1 s: what frees a place is one of the client's own
+                    # requests ending, which it sees and the queue cannot foresee.
+                    raise TooManyRequests(
+                        f"at most {self.max_per_client} requests of one client may be queued or "
+                        "running at once"
+                    )
+                if position == QUEUE_FULL:
                     raise QueueFull(f"{self.max_queue} requests are already waiting")
                 ticket.position = position
                 if position:
@@ -167,8 +183,8 @@ class RedisSemaphore:
                     position = await ticket.next_position()
         except TimeoutError as exc:
             raise QueueTimeout(f"no generation slot within {self.queue_timeout:g} s") from exc
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise ServiceUnavailable(UNREACHABLE) from exc
+        except RedisError as exc:
+            raise _unavailable(exc) from exc
         finally:
             self._queued.pop(ticket.id, None)
 
@@ -248,8 +264,9 @@ class RedisSemaphore:
         try:
             next_expiry, positions = await self._scripts.poll([(t.id, t.has_slot) for t in tickets])
         except Exception as exc:
+            logger.warning("admission poll failed: %r", exc)
             for ticket in tickets:
-                ticket.fail(UNREACHABLE, exc)
+                ticket.fail(UNAVAILABLE, exc)
             return RECHECK_INTERVAL
         for ticket, position in zip(tickets, positions, strict=True):
             ticket.update(position)
@@ -303,6 +320,12 @@ class _Permit:
 
 def _ignore(position: int) -> None:
     pass
+
+
+def _unavailable(exc: RedisError) -> ServiceUnavailable:
+    """What a client sees of a Redis error: a fixed text; the detail goes to the log."""
+    logger.warning("admission store error: %r", exc)
+    return ServiceUnavailable(UNAVAILABLE)
 
 
 async def _to_completion(cleanup: Coroutine[Any, Any, None]) -> None:

@@ -1,9 +1,10 @@
 """One app instance in its own process, for the multi-process semaphore tests.
 
-``python semaphore_worker.py REDIS_URL MODE [options]``; it prints ``position N`` while queued and
-``granted`` once granted (one line each, flushed), so the test can await those lines.
+``python -m tests.chatstream.admission.semaphore_worker REDIS_URL MODE [options]``, from the
+repository root; it prints ``position N`` while queued and ``granted`` once granted (one line
+each, flushed), so the test can await those lines.
 
-- ``hold``: acquire, then hold the permit until killed.
+- ``hold``: acquire (as ``--client``, if given), then hold the permit until killed.
 - ``queue``: acquire, push ``--id`` onto ``ORDER_KEY``, release, exit.
 - ``hammer``: ``--tasks`` concurrent loops of ``--iterations`` acquire/release; while holding,
   each pushes the number of concurrent holders (an INCR/DECR counter) onto ``SAMPLES_KEY``.
@@ -48,13 +49,14 @@ async def main(options: argparse.Namespace) -> None:
         capacity=options.capacity,
         local_slots=options.local_slots,
         lease_ttl=options.lease_ttl,
+        max_per_client=options.max_per_client,
     )
     try:
         if options.mode == "hammer":
             loops = (hammer(redis, semaphore, options.iterations) for _ in range(options.tasks))
             await asyncio.gather(*loops)
             return
-        async with semaphore.acquire(on_position=report):
+        async with semaphore.acquire(client=options.client, on_position=report):
             say("granted")
             if options.mode == "hold":
                 await asyncio.Event().wait()
@@ -71,6 +73,8 @@ if __name__ == "__main__":
     parser.add_argument("--capacity", type=int, default=1)
     parser.add_argument("--local-slots", type=int)
     parser.add_argument("--lease-ttl", type=float, default=15.0)
+    parser.add_argument("--client")
+    parser.add_argument("--max-per-client", type=int)
     parser.add_argument("--id", default="")
     parser.add_argument("--tasks", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=1)

@@ -1,4 +1,5 @@
-"""RedisSemaphore shared by OS processes on one real Redis: capacity, order, crashed instances."""
+"""RedisSemaphore shared by OS processes on one real Redis: capacity, order, a client's cap,
+crashed instances."""
 
 from __future__ import annotations
 
@@ -14,10 +15,16 @@ from redis.asyncio import Redis
 
 from chatstream.admission.base import Load
 from chatstream.admission.semaphore import RECHECK_INTERVAL, WAITER_TTL, RedisSemaphore
+from chatstream.errors import TooManyRequests
+from chatstream.keys import SemaphoreKeys
 
-WORKER = Path(__file__).with_name("semaphore_worker.py")
+ROOT = Path(__file__).parents[3]
+# Run as a module from the repository root, so the worker imports this tree's chatstream.
+WORKER = "tests.chatstream.admission.semaphore_worker"
 ORDER_KEY = "test:semaphore:order"
 SAMPLES_KEY = "test:semaphore:samples"
+KEYS = SemaphoreKeys.build("generation")
+ALICE = ("--client", "alice", "--max-per-client", "2")
 
 Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]
 
@@ -27,8 +34,10 @@ async def spawn(redis_url: str) -> AsyncIterator[Spawn]:
     processes: list[asyncio.subprocess.Process] = []
 
     async def start(mode: str, *options: str) -> asyncio.subprocess.Process:
-        command = [sys.executable, str(WORKER), redis_url, mode, *options]
-        process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+        command = [sys.executable, "-m", WORKER, redis_url, mode, *options]
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, cwd=ROOT
+        )
         processes.append(process)
         return process
 
@@ -121,4 +130,65 @@ async def test_a_killed_waiter_leaves_the_queue(real_redis: Redis, spawn: Spawn)
     await waiter
     assert positions == [2, 1, 0]
     assert await semaphore.load() == Load(0, 0, 1, 64)
+    await semaphore.aclose()
+
+
+async def assert_refused(semaphore: RedisSemaphore, client: str) -> None:
+    with pytest.raises(TooManyRequests):
+        async with semaphore.acquire(client=client):
+            pytest.fail(f"{client} got past its cap")
+
+
+async def queue_and_leave(semaphore: RedisSemaphore, client: str) -> int:
+    """Queue a request of ``client``, then cancel it; returns the position it was given."""
+    positions: list[int] = []
+    queued = asyncio.Event()
+
+    def report(position: int) -> None:
+        positions.append(position)
+        queued.set()
+
+    async def wait_for_permit() -> None:
+        async with semaphore.acquire(client=client, on_position=report):
+            pytest.fail("granted while the permit is held")
+
+    waiting = asyncio.create_task(wait_for_permit())
+    await queued.wait()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    return positions[0]
+
+
+async def test_processes_share_a_clients_cap(real_redis: Redis, spawn: Spawn) -> None:
+    holder = await spawn("hold", *ALICE)
+    assert await line(holder) == "granted"
+    waiter = await spawn("hold", *ALICE)
+    assert await line(waiter) == "position 1"
+    semaphore = RedisSemaphore(real_redis, capacity=1, max_per_client=2)
+    await assert_refused(semaphore, "alice")
+    assert await queue_and_leave(semaphore, "bob") == 2
+    await semaphore.aclose()
+
+
+async def test_a_killed_instances_tickets_stop_counting_for_their_client(
+    real_redis: Redis, spawn: Spawn
+) -> None:
+    lease_ttl = ("--lease-ttl", "1")
+    holder = await spawn("hold", *ALICE, *lease_ttl)
+    assert await line(holder) == "granted"
+    waiter = await spawn("hold", *ALICE, *lease_ttl)
+    assert await line(waiter) == "position 1"
+    semaphore = RedisSemaphore(real_redis, capacity=1, max_per_client=2, lease_ttl=1)
+    await assert_refused(semaphore, "alice")
+    kill(holder)
+    kill(waiter)
+    # Their lease and heartbeat run out in Redis; the next script (here load) drops them.
+    async with asyncio.timeout(30):
+        while await semaphore.load() != Load(0, 0, 1, 64):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    assert await real_redis.hlen(KEYS.client_tickets) == await real_redis.hlen(KEYS.ticket_clients)
+    assert await real_redis.hlen(KEYS.client_tickets) == 0
+    async with semaphore.acquire(client="alice"):
+        assert await queue_and_leave(semaphore, "alice") == 1
     await semaphore.aclose()
