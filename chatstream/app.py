@@ -139,6 +139,8 @@ def build_chat_stream(settings: Settings, redis: Redis) -> ChatStream:
         max_queue=settings.max_queue,
         queue_timeout=settings.queue_timeout,
         lease_ttl=settings.lease_ttl,
+        max_per_client=settings.max_per_client,
+        rate_limit=settings.rate_limit,
         api_keys=settings.access.api_keys,
         api_keys_scope=settings.access.api_keys_scope,
         allowed_origins=settings.access.allowed_origins,

@@ -19,7 +19,9 @@ from .admission.base import Admission
 from .chat.feedback import FeedbackHook
 from .chat.outcome import CompletionCallback
 from .chat.params import GenerationSettings
+from .chat.run import Services
 from .config import AccessConfig, AdmissionConfig, ConversationLimits, RequestLimits
+from .conversations.owners import OwnerRule, signed_in_user
 from .conversations.prompt import ChatPrompt
 from .engines.base import (
     DEFAULT_PREFILL_TOKENS,
@@ -72,6 +74,9 @@ class ChatStream:
         max_queue: int = AdmissionConfig.max_queue,
         queue_timeout: float = AdmissionConfig.queue_timeout,
         lease_ttl: float = AdmissionConfig.lease_ttl,
+        max_per_client: int = AdmissionConfig.max_per_client,
+        rate_limit: int = AdmissionConfig.rate_limit,
+        owner: OwnerRule | None = None,
         on_feedback: FeedbackHook | None = None,
         api_keys: Sequence[str] = AccessConfig.api_keys,
         api_keys_scope: Literal["v1", "all"] = AccessConfig.api_keys_scope,
@@ -119,6 +124,8 @@ class ChatStream:
             max_queue=max_queue,
             queue_timeout=queue_timeout,
             lease_ttl=lease_ttl,
+            max_per_client=max_per_client,
+            rate_limit=rate_limit,
         )
         self.conversation_limits = ConversationLimits(
             max_messages=max_messages, max_conversation_bytes=max_conversation_bytes
@@ -132,6 +139,8 @@ class ChatStream:
         self.metrics = Metrics()
         self._admission = admission
         self._redis = redis
+        self._services: Services | None = None
+        self.owner_rule: OwnerRule = owner or signed_in_user
 
     @classmethod
     def from_pretrained(
@@ -216,37 +225,56 @@ class ChatStream:
         return self.defaults
 
     def admission_for(self, session: Session | None) -> Admission:
-        """The admission semaphore, created on first use in the Redis given to this ChatStream,
-        else the session store's (the embedded store when there is neither)."""
+        """The admission semaphore, created on first use in :meth:`redis_for` ``session``."""
         if self._admission is None:
             from .admission.semaphore import RedisSemaphore
 
-            redis = self._redis or getattr(getattr(session, "store", None), "redis", None)
-            if redis is None:
-                from sessions.embedded import embedded_redis
-
-                redis = embedded_redis()
             config = self.admission_config
             self._admission = RedisSemaphore(
-                redis,
+                self.redis_for(session),
                 capacity=config.max_concurrent or self.engine.slots,
                 local_slots=self.engine.slots,
                 max_queue=config.max_queue,
                 queue_timeout=config.queue_timeout,
                 lease_ttl=config.lease_ttl,
+                max_per_client=config.max_per_client or None,
             )
         return self._admission
+
+    def services(self, session: Session | None) -> Services:
+        """What a generation run of this chat uses (created on first use)."""
+        if self._services is None:
+            from .admission.rate_limit import RedisRateLimiter
+
+            limit = self.admission_config.rate_limit
+            self._services = Services(
+                self.engine,
+                self.admission_for(session),
+                self.metrics,
+                RedisRateLimiter(self.redis_for(session), per_minute=limit) if limit else None,
+            )
+        return self._services
+
+    def redis_for(self, session: Session | None) -> Redis:
+        """Where chatstream keeps its shared state: the Redis given to this ChatStream, else the
+        session store's (the embedded store when there is neither)."""
+        if self._redis is None:
+            redis = getattr(getattr(session, "store", None), "redis", None)
+            if redis is None:
+                from sessions.embedded import embedded_redis
+
+                redis = embedded_redis()
+            self._redis = redis
+        return self._redis
 
     async def check_ready(self, session: Session) -> None:
         """Raise unless the session store answers and chatstream's Redis takes writes (a
         read-only replica, a failed cluster or a failover in progress is not ready)."""
         await session.store.ping()
-        redis = self._redis or getattr(session.store, "redis", None)
-        if redis is not None:
-            try:
-                await redis.set(READY_PROBE, "1", px=10_000)
-            except RedisError as exc:
-                raise ServiceUnavailable("Redis does not take writes") from exc
+        try:
+            await self.redis_for(session).set(READY_PROBE, "1", px=10_000)
+        except RedisError as exc:
+            raise ServiceUnavailable("Redis does not take writes") from exc
 
     @functools.cached_property
     def router(self) -> APIRouter:

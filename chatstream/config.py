@@ -29,19 +29,18 @@ class AdmissionConfig:
     """Seconds a request may wait before ``503 queue_timeout``."""
     lease_ttl: float = 15.0
     """Seconds a crashed instance keeps its permits and session leases."""
-    max_per_client: int | None = 4
+    max_per_client: int = 4
     """Requests one client may have queued or running cluster-wide before
-    ``429 too_many_requests``; ``None``: no cap."""
+    ``429 too_many_requests``; ``0``: no cap (behind a proxy that is not trusted, every user
+    would look like one client)."""
     rate_limit: int = 30
     """Turns one client may start per minute before ``429 too_many_requests``; ``0``: off."""
 
     def __post_init__(self) -> None:
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ValueError("max_concurrent must be >= 1")
-        if self.max_per_client is not None and self.max_per_client < 1:
-            raise ValueError("max_per_client must be >= 1")
-        if self.rate_limit < 0:
-            raise ValueError("rate_limit must not be negative")
+        if self.max_per_client < 0 or self.rate_limit < 0:
+            raise ValueError("max_per_client and rate_limit must not be negative")
         if self.max_queue < 0 or self.queue_timeout <= 0 or self.lease_ttl <= 0:
             raise ValueError("max_queue, queue_timeout and lease_ttl must be positive")
 

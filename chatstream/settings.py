@@ -82,10 +82,10 @@ class Settings:
         "CHATSTREAM_LEASE_TTL",
         "seconds a crashed instance keeps its permits and session leases",
     )
-    max_per_client: int | None = setting(
+    max_per_client: int = setting(
         AdmissionConfig.max_per_client,
         "CHATSTREAM_MAX_PER_CLIENT",
-        "requests one client may have queued or running cluster-wide before 429",
+        "requests one client may have queued or running cluster-wide before 429; 0 = no cap",
     )
     rate_limit: int = setting(
         AdmissionConfig.rate_limit,

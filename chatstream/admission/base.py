@@ -49,3 +49,11 @@ class Admission(Protocol):
     async def load(self) -> Load: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    """How many turns one client may start in a while; ``hit`` counts one more or raises
+    :class:`~chatstream.errors.TooManyRequests` (with ``retry_after``)."""
+
+    async def hit(self, client: str) -> None: ...

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..admission.base import Admission
+from ..admission.base import Admission, RateLimiter
 from ..engines.base import Engine, FinishReason, GenerationDone, GenerationRequest, TextDelta
 from ..errors import ChatStreamError, GenerationFailed
 from ..logs import log_stream
@@ -51,22 +51,34 @@ class Reply:
         return "".join(self.parts)
 
 
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What every run of one ChatStream uses."""
+
+    engine: Engine
+    admission: Admission
+    metrics: Metrics
+    rate_limiter: RateLimiter | None = None
+
+
 class GenerationRun:
-    """Streams the reply to ``generation`` once ``admission`` grants a permit."""
+    """Streams the reply to ``generation`` once admission grants a permit. ``client`` is who
+    asked (for the per-client limits); ``route`` names the run in the log."""
 
     def __init__(
         self,
         generation: GenerationRequest,
+        services: Services,
         *,
-        engine: Engine,
-        admission: Admission,
-        metrics: Metrics,
+        client: str | None = None,
         route: str = "",
     ) -> None:
         self.generation = generation
-        self.engine = engine
-        self.admission = admission
-        self.metrics = metrics
+        self.engine = services.engine
+        self.admission = services.admission
+        self.metrics = services.metrics
+        self.rate_limiter = services.rate_limiter
+        self.client = client
         self.route = route
         self.reply = Reply()
         self._work: asyncio.Task[Outcome] | None = None
@@ -170,6 +182,8 @@ class GenerationRun:
         return outcome
 
     async def _hold_queue_generate(self, sink: ReplySink) -> Outcome:
+        if self.rate_limiter is not None and self.client is not None:
+            await self.rate_limiter.hit(self.client)
         async with contextlib.AsyncExitStack() as stack:
             held = await self.hold(stack)
             reporter = QueueReporter(sink)
@@ -177,7 +191,7 @@ class GenerationRun:
             queued_at = time.perf_counter()
             try:
                 permit = await stack.enter_async_context(
-                    self.admission.acquire(on_position=reporter.update)
+                    self.admission.acquire(client=self.client, on_position=reporter.update)
                 )
             finally:
                 self._queue_wait = time.perf_counter() - queued_at

@@ -18,16 +18,14 @@ from starlette.requests import Request
 
 from sessions import Session, StoreUnavailable
 
-from ..admission.base import Admission
 from ..admission.lease import session_lease
 from ..config import ConversationLimits
 from ..conversations.prompt import ChatPrompt
-from ..engines.base import Engine, GenerationRequest
+from ..engines.base import GenerationRequest
 from ..errors import ConversationFull
 from ..keys import CHAT_PROMPT, FEEDBACK
-from ..metrics import Metrics
 from .outcome import CompletionCallback, Outcome, run_callback
-from .run import GenerationRun
+from .run import GenerationRun, Services
 
 logger = logging.getLogger("chatstream")
 
@@ -71,15 +69,12 @@ class TurnRun(GenerationRun):
         self,
         turn: ChatTurn,
         generation: GenerationRequest,
+        services: Services,
         *,
-        engine: Engine,
-        admission: Admission,
-        metrics: Metrics,
+        client: str | None = None,
         route: str = "",
     ) -> None:
-        super().__init__(
-            generation, engine=engine, admission=admission, metrics=metrics, route=route
-        )
+        super().__init__(generation, services, client=client, route=route)
         self.turn = turn
 
     async def hold(self, stack: contextlib.AsyncExitStack) -> Sequence[asyncio.Event]:

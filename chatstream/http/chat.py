@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from ..chat.outcome import CompletionCallback, Outcome, run_callback
 from ..chat.turn import ChatTurn, TurnRun, prepare_turn
 from .body import parse_json, read_body, validate_chat_body
+from .clients import client_of
 from .errors import error_response
 from .guard import guard_request
 from .streaming import StreamedReply
@@ -64,9 +65,8 @@ async def chat_stream_endpoint(
     run = TurnRun(
         turn,
         generation,
-        engine=chat_stream.engine,
-        admission=chat_stream.admission_for(session),
-        metrics=chat_stream.metrics,
+        chat_stream.services(session),
+        client=client_of(request, "chat", chat_stream.owner_rule),
         route=request.url.path,
     )
     writer = (

@@ -32,6 +32,7 @@ from ..conversations.prompt import ChatPrompt, Message, Role
 from ..errors import InvalidRequest, MethodNotAllowed, NotFound
 from ..validation import validate_object
 from .body import parse_json, read_body
+from .clients import client_of
 from .errors import json_errors
 from .openai_wire import ChunkWriter, CompletionHead, CompletionWriter
 from .responses import json_response
@@ -199,9 +200,8 @@ async def chat_completions(chat_stream: ChatStream, request: Request) -> Respons
         writer = functools.partial(CompletionWriter, head=head)
     run = CompletionRun(
         generation,
-        engine=chat_stream.engine,
-        admission=chat_stream.admission_for(getattr(request.state, "session", None)),
-        metrics=chat_stream.metrics,
+        chat_stream.services(getattr(request.state, "session", None)),
+        client=client_of(request, "v1", chat_stream.owner_rule),
         route=request.url.path,
     )
     return StreamedReply(run, writer)
