@@ -263,7 +263,7 @@ def default_engine(
     ``generate`` at a time (``TransformersEngine``, e.g. for sliding-window attention)."""
     from .engines.batched import BatchedEngine
     from .engines.hf import TransformersEngine
-    from .rendering import ChatTemplateRenderer
+    from .engines.rendering import ChatTemplateRenderer
 
     renderer = ChatTemplateRenderer(tokenizer, chat_template)
     if not BatchedEngine.can_batch(model):

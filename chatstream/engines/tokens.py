@@ -7,7 +7,6 @@ from typing import Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..rendering import ChatTemplateRenderer
 from .base import (
     FinishReason,
     GenerationDone,
@@ -17,6 +16,7 @@ from .base import (
     TextDelta,
 )
 from .detokenize import IncrementalDetokenizer
+from .rendering import ChatTemplateRenderer
 from .stopping import StopStringFilter
 
 

@@ -23,7 +23,7 @@ from chatstream.engines.base import (
 from chatstream.engines.batched import BatchedEngine
 from chatstream.engines.hf import TransformersEngine
 from chatstream.engines.prefix_cache import MIN_TOKENS
-from chatstream.rendering import ChatTemplateRenderer
+from chatstream.engines.rendering import ChatTemplateRenderer
 
 from ..tiny_model import TinyLlama, text_ids, tiny_sliding_window_model, tiny_tokenizer
 from .streams import collect

@@ -11,7 +11,7 @@ import torch
 
 from chatstream.engines.base import Engine, GenerationParams, GenerationRequest, TextDelta
 from chatstream.engines.hf import TransformersEngine
-from chatstream.rendering import ChatTemplateRenderer
+from chatstream.engines.rendering import ChatTemplateRenderer
 
 from ..tiny_model import TinyLlama, text_ids, tiny_tokenizer
 from .streams import collect

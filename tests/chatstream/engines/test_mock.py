@@ -7,7 +7,7 @@ import pytest
 
 from chatstream.engines.base import Engine, GenerationParams, GenerationRequest, TextDelta
 from chatstream.engines.mock import FILLER, MockEngine, mock_reply
-from chatstream.rendering import PlainRenderer
+from chatstream.engines.rendering import PlainRenderer
 
 from .streams import collect
 

@@ -5,9 +5,13 @@ from collections.abc import Sequence
 import pytest
 
 from chatstream.engines.base import PromptRenderer
-from chatstream.rendering import ChatTemplateRenderer, MissingChatTemplateError, PlainRenderer
+from chatstream.engines.rendering import (
+    ChatTemplateRenderer,
+    MissingChatTemplateError,
+    PlainRenderer,
+)
 
-from .tiny_model import tiny_tokenizer
+from ..tiny_model import tiny_tokenizer
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},

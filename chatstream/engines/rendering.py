@@ -11,16 +11,15 @@ from typing import TypeAlias
 
 from transformers import PreTrainedTokenizerBase
 
-from .errors import ChatStreamError
-
 ChatTemplate: TypeAlias = str | Callable[[Sequence[dict[str, str]], bool], str]
 """A Jinja chat template, or a function ``(messages, add_generation_prompt) -> prompt``."""
 
 _PROBE = "\x00chatstream-end-of-turn-probe\x00"
 
 
-class MissingChatTemplateError(ChatStreamError):
-    """The tokenizer has no chat template and none was given."""
+class MissingChatTemplateError(ValueError):
+    """The tokenizer has no chat template and none was given: a configuration mistake, raised
+    when the app starts, outside the chat layer's HTTP errors."""
 
 
 class ChatTemplateRenderer:
