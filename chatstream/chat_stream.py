@@ -18,12 +18,8 @@ from sessions import Session
 
 from .admission.base import Admission
 from .body import parse_json, read_body, validate_chat_body
-from .engines.base import (
-    DEFAULT_PREFILL_TOKENS,
-    DEFAULT_PREFIX_CACHE_MB,
-    Engine,
-    GenerationRequest,
-)
+from .engines.base import Engine, GenerationRequest
+from .engines.config import BatchingConfig
 from .errors import ChatStreamError
 from .feedback import FeedbackHook
 from .metrics import Metrics
@@ -69,8 +65,8 @@ class ChatStream:
         lease_ttl: float = 15.0,
         on_feedback: FeedbackHook | None = None,
         api_keys: Sequence[str] = (),
-        prefill_tokens: int = DEFAULT_PREFILL_TOKENS,
-        prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
+        prefill_tokens: int = BatchingConfig.prefill_tokens,
+        prefix_cache_mb: float = BatchingConfig.prefix_cache_mb,
     ) -> None:
         if engine is None:
             if model is None or tokenizer is None:
@@ -256,8 +252,8 @@ def default_engine(
     tokenizer: Any,
     chat_template: str | None,
     *,
-    prefill_tokens: int = DEFAULT_PREFILL_TOKENS,
-    prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
+    prefill_tokens: int = BatchingConfig.prefill_tokens,
+    prefix_cache_mb: float = BatchingConfig.prefix_cache_mb,
 ) -> Engine:
     """Continuous batching (``BatchedEngine``, 8 slots) where the model allows it, else one
     ``generate`` at a time (``TransformersEngine``, e.g. for sliding-window attention)."""

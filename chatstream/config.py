@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-from .engines.base import DEFAULT_PREFILL_TOKENS, DEFAULT_PREFIX_CACHE_MB
+from .engines.config import BatchingConfig
 from .errors import ChatStreamError
 
 
@@ -34,10 +34,10 @@ class Settings:
     max_new_tokens: int = field(default=256, metadata={"env": "CHATSTREAM_MAX_NEW_TOKENS"})
     api_keys: str | None = field(default=None, metadata={"env": "CHATSTREAM_API_KEYS"})
     prefill_tokens: int = field(
-        default=DEFAULT_PREFILL_TOKENS, metadata={"env": "CHATSTREAM_PREFILL_TOKENS"}
+        default=BatchingConfig.prefill_tokens, metadata={"env": "CHATSTREAM_PREFILL_TOKENS"}
     )
     prefix_cache_mb: float = field(
-        default=DEFAULT_PREFIX_CACHE_MB, metadata={"env": "CHATSTREAM_PREFIX_CACHE_MB"}
+        default=BatchingConfig.prefix_cache_mb, metadata={"env": "CHATSTREAM_PREFIX_CACHE_MB"}
     )
 
     def __post_init__(self) -> None:

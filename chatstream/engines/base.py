@@ -14,13 +14,6 @@ from typing import Literal, Protocol, runtime_checkable
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 
-DEFAULT_PREFILL_TOKENS = 256
-"""BatchedEngine: new prompt tokens (rows times their padded width) in one prefill pass."""
-
-DEFAULT_PREFIX_CACHE_MB = 256
-"""BatchedEngine: MiB of recent prompts' and replies' keys and values kept for reuse."""
-
-
 @dataclass(frozen=True, slots=True)
 class GenerationParams:
     """Sampling parameters of one generation. ``temperature == 0`` means greedy decoding."""

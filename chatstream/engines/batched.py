@@ -36,13 +36,12 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.generation.utils import ALL_CACHE_NAMES
 
 from .base import (
-    DEFAULT_PREFILL_TOKENS,
-    DEFAULT_PREFIX_CACHE_MB,
     GenerationEvent,
     GenerationParams,
     GenerationRequest,
     PromptRenderer,
 )
+from .config import BatchingConfig
 from .prefix_cache import KeysAndValues, PrefixCache, PrefixMatch
 from .tokens import TokenEngine
 
@@ -73,9 +72,9 @@ class BatchedEngine(TokenEngine):
         tokenizer: PreTrainedTokenizerBase,
         *,
         renderer: PromptRenderer | None = None,
-        slots: int = 8,
-        prefill_tokens: int = DEFAULT_PREFILL_TOKENS,
-        prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
+        slots: int = BatchingConfig.slots,
+        prefill_tokens: int = BatchingConfig.prefill_tokens,
+        prefix_cache_mb: float = BatchingConfig.prefix_cache_mb,
         model_name: str | None = None,
     ) -> None:
         if not self.can_batch(model):
