@@ -90,7 +90,7 @@ class ChatStream:
             top_k=top_k,
             repetition_penalty=repetition_penalty,
         )
-        self.stop = stop + tuple(getattr(engine.renderer, "stop_strings", ()))
+        self.stop = stop
         self.max_input_chars = max_input_chars
         self.max_body_bytes = max_body_bytes
         self.max_concurrent = max_concurrent

@@ -63,7 +63,14 @@ GenerationEvent = TextDelta | GenerationDone
 
 @runtime_checkable
 class PromptRenderer(Protocol):
-    """Renders a conversation into the model's prompt text and counts its tokens."""
+    """Renders a conversation into the model's prompt text and counts its tokens.
+
+    ``stop_strings`` are the model's end-of-turn strings in this prompt format (``<|im_end|>``
+    for ChatML): the engine ends every reply at them.
+    """
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]: ...
 
     def render(self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool) -> str: ...
 
@@ -76,11 +83,15 @@ class Engine(Protocol):
 
     ``slots`` is how many generations it runs at once on this instance: the admission layer
     never gives it more. ``renderer`` is how prompts are built for its model. ``stop_strings``
-    are the model's own end-of-turn strings, added to every request's stop list.
+    are the model's own end-of-turn strings: the engine ends every reply at them besides the
+    request's ``params.stop``, so callers never add them.
     """
 
     @property
     def slots(self) -> int: ...
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]: ...
 
     @property
     def renderer(self) -> PromptRenderer: ...

@@ -99,7 +99,7 @@ class TokenEngine:
         self._model = model
         self._tokenizer = tokenizer
         self._renderer = renderer if renderer is not None else ChatTemplateRenderer(tokenizer)
-        self._stop_strings: tuple[str, ...] = tuple(getattr(self._renderer, "stop_strings", ()))
+        self._stop_strings = self._renderer.stop_strings
         self._end_token_ids = end_token_ids(model, tokenizer, self._stop_strings)
         self._slots = slots
         self._model_name = model_name or model.name_or_path or type(model).__name__

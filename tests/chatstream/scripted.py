@@ -18,7 +18,7 @@ from chatstream.engines.base import (
 class WordRenderer:
     """``role: content`` lines; one token per whitespace-separated word."""
 
-    stop_strings = ("<|end|>",)
+    stop_strings: tuple[str, ...] = ("<|end|>",)
 
     def render(self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool) -> str:
         lines = [f"{m['role']}: {m['content']}" for m in messages]
@@ -61,6 +61,10 @@ class ScriptedEngine:
     @property
     def model_name(self) -> str:
         return "scripted"
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return self._renderer.stop_strings
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         self.requests.append(request)
