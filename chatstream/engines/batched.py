@@ -27,7 +27,6 @@ import logging
 import threading
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import torch
@@ -41,6 +40,7 @@ from .base import (
     GenerationRequest,
     PromptRenderer,
 )
+from .channel import TokenChannel
 from .config import BatchingConfig
 from .prefix_cache import KeysAndValues, PrefixCache, PrefixMatch
 from .tokens import TokenEngine
@@ -117,7 +117,7 @@ class BatchedEngine(TokenEngine):
                 raise RuntimeError("the engine is closed")
             self._waiting.append(sequence)
             self._wake.notify()
-        events = self._reply(sequence, request)
+        events = self._reply(sequence.channel, request)
         async with contextlib.aclosing(events):
             async for event in events:
                 yield event
@@ -183,8 +183,9 @@ class BatchedEngine(TokenEngine):
                 failed.append(sequence)
                 continue
             sequence.prefix = self._prefixes.match(sequence.token_ids)
-            sequence.cached_tokens = sequence.prefix.tokens if sequence.prefix else 0
-            wider = max(width, sequence.prompt_tokens - sequence.cached_tokens)
+            cached = sequence.prefix.tokens if sequence.prefix else 0
+            sequence.channel.cached_tokens = cached
+            wider = max(width, len(sequence.token_ids) - cached)
             if group and wider * (len(group) + 1) > self._prefill_tokens:
                 break
             group.append(sequence)
@@ -201,7 +202,7 @@ class BatchedEngine(TokenEngine):
 
     def _tokenize(self, sequence: _Sequence) -> bool:
         """Give a waiting request its prompt's token ids (once); if that fails, end it."""
-        if sequence.prompt_tokens:
+        if sequence.token_ids:
             return True
         try:
             sequence.token_ids = self._tokenizer.encode(sequence.prompt, add_special_tokens=False)
@@ -210,7 +211,7 @@ class BatchedEngine(TokenEngine):
         except Exception as exc:
             sequence.end(exc)
             return False
-        sequence.prompt_tokens = len(sequence.token_ids)
+        sequence.channel.prompt_tokens = len(sequence.token_ids)
         return True
 
     def _start(self, group: list[_Sequence]) -> _Prefill | None:
@@ -235,7 +236,9 @@ class BatchedEngine(TokenEngine):
             # A prompt with nothing cached is stored now, for the requests that share its start
             # (the system prompt) while it runs; every row is stored, with its reply, when it
             # ends (a prompt that found its start cached only then: one copy per turn).
-            fresh = [i for i, row in enumerate(remaining.batch.rows) if not row.cached_tokens]
+            fresh = [
+                i for i, row in enumerate(remaining.batch.rows) if not row.channel.cached_tokens
+            ]
             self._remember(remaining.batch, fresh)
             return None, self._advance(remaining.batch, logits)
         except Exception as exc:
@@ -266,7 +269,7 @@ class BatchedEngine(TokenEngine):
         for i, (sequence, token) in enumerate(zip(batch.rows, tokens, strict=True)):
             sequence.token_ids.append(token)
             sequence.generated += 1
-            sequence.post([token])
+            sequence.channel.post([token])
             if token in self._end_token_ids or sequence.generated >= sequence.params.max_new_tokens:
                 done.append(i)
             else:
@@ -290,63 +293,27 @@ class BatchedEngine(TokenEngine):
             self._prefixes.clear()
 
 
-@dataclass(frozen=True, slots=True)
-class _End:
-    error: Exception | None
-
-
 class _Sequence:
     """One request, shared by its consumer on the event loop and the worker thread."""
 
     def __init__(self, prompt: str, params: GenerationParams) -> None:
         self.prompt = prompt
         self.params = params
-        self.prompt_tokens = 0
+        self.channel = TokenChannel()
         self.generated = 0
         # The prompt's ids and the reply's so far (the repetition penalty's history).
         self.token_ids: list[int] = []
         # The start of the prompt found in the prefix cache, until the prefill takes it.
         self.prefix: PrefixMatch | None = None
-        self.cached_tokens = 0
-        # Set by the consumer, read by the worker before each step.
-        self.cancelled = False
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[list[int] | _End] = asyncio.Queue()
-        self._ended = False  # the consumer has read the end
-        self._ending = False  # the worker has posted the end
 
-    def post(self, message: list[int] | _End) -> None:
-        """Hand new token ids, or the end, to the consumer; from the worker thread."""
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            self.cancelled = True
+    @property
+    def cancelled(self) -> bool:
+        return self.channel.cancelled.is_set()
 
     def end(self, error: Exception | None = None) -> None:
-        """Post the end (once); from the worker thread."""
-        if not self._ending:
-            self._ending = True
-            self.prefix = None
-            self.post(_End(error))
-
-    async def receive(self) -> list[int] | None:
-        """The next token ids, or ``None`` at the end; re-raises the worker's exception."""
-        if self._ended:
-            return None
-        message = await self._queue.get()
-        if isinstance(message, list):
-            return message
-        self._ended = True
-        if message.error is not None:
-            raise message.error
-        return None
-
-    async def close(self) -> None:
-        """Leave the batch within one decoding step, and wait until the row is gone."""
-        self.cancelled = True
-        while not self._ended:
-            message = await self._queue.get()
-            self._ended = isinstance(message, _End)
+        """End the stream (once); from the worker thread."""
+        self.prefix = None
+        self.channel.end(error)
 
 
 class _Batch:
@@ -452,7 +419,7 @@ class _Prefill:
     """
 
     def __init__(self, model: PreTrainedModel, rows: list[_Sequence]) -> None:
-        cached = [row.cached_tokens for row in rows]
+        cached = [row.channel.cached_tokens for row in rows]
         new = [len(row.token_ids) - r for row, r in zip(rows, cached, strict=True)]
         self.cached, self.new = max(cached), max(new)
         cache = DynamicCache(config=model.config)

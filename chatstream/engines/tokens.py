@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
-from typing import Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -15,28 +14,14 @@ from .base import (
     PromptRenderer,
     TextDelta,
 )
+from .channel import TokenChannel
 from .detokenize import IncrementalDetokenizer
 from .rendering import ChatTemplateRenderer
 from .stopping import StopStringFilter
 
 
-class TokenSource(Protocol):
-    """One generation's token ids as a worker produces them."""
-
-    prompt_tokens: int
-    cached_tokens: int
-
-    async def receive(self) -> list[int] | None:
-        """The next generated ids; None once the worker is done."""
-        ...
-
-    async def close(self) -> None:
-        """Stop the generation (within one decoding step) and wait until it has."""
-        ...
-
-
 async def stream_reply(
-    source: TokenSource,
+    source: TokenChannel,
     tokenizer: PreTrainedTokenizerBase,
     stop_strings: tuple[str, ...],
     end_token_ids: frozenset[int],
@@ -122,7 +107,7 @@ class TokenEngine:
         return self._stop_strings
 
     def _reply(
-        self, source: TokenSource, request: GenerationRequest
+        self, source: TokenChannel, request: GenerationRequest
     ) -> AsyncGenerator[GenerationEvent, None]:
         stops = (*request.params.stop, *self._stop_strings)
         return stream_reply(
