@@ -12,7 +12,6 @@ import pytest
 import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from chatstream.engines import batched
 from chatstream.engines.base import (
     Engine,
     GenerationEvent,
@@ -21,12 +20,13 @@ from chatstream.engines.base import (
     TextDelta,
 )
 from chatstream.engines.batched import BatchedEngine
+from chatstream.engines.batched import engine as engine_module
+from chatstream.engines.batched.prefix_cache import MIN_TOKENS
 from chatstream.engines.hf import TransformersEngine
-from chatstream.engines.prefix_cache import MIN_TOKENS
 from chatstream.engines.rendering import ChatTemplateRenderer
 
-from ..tiny_model import TinyLlama, text_ids, tiny_sliding_window_model, tiny_tokenizer
-from .streams import collect
+from ...tiny_model import TinyLlama, text_ids, tiny_sliding_window_model, tiny_tokenizer
+from ..streams import collect
 
 TOKENIZER = tiny_tokenizer()
 RENDERER = ChatTemplateRenderer(TOKENIZER)
@@ -617,7 +617,7 @@ async def test_an_unexpected_error_in_the_loop_fails_the_streams_in_flight_and_i
     def broken(*args: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(batched, "_merge", broken)
+    monkeypatch.setattr(engine_module, "merge", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         await collect(engine.generate(request()))
     monkeypatch.undo()
