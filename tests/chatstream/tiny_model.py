@@ -94,8 +94,8 @@ class TinyLlama(LlamaForCausalLM):  # type: ignore[no-untyped-call]
 
     With ``script``, decoding step ``k`` of each generation yields ``script[k]`` and then the
     eos. ``step_delay`` sleeps in every forward pass (releasing the GIL like a real model);
-    ``fail_at_step`` raises in that step. ``steps`` counts forward passes and ``max_in_flight``
-    is the most that ever ran at once.
+    ``fail_at_step`` raises in that step. ``steps`` counts forward passes, ``max_in_flight``
+    is the most that ever ran at once, and ``threads`` are the threads they ran in.
     """
 
     def __init__(
@@ -115,6 +115,7 @@ class TinyLlama(LlamaForCausalLM):  # type: ignore[no-untyped-call]
         self.steps = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.threads: set[int] = set()
         self._lock = threading.Lock()
         self._steps_by_cache: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
 
@@ -126,6 +127,7 @@ class TinyLlama(LlamaForCausalLM):  # type: ignore[no-untyped-call]
             self.steps += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.threads.add(threading.get_ident())
         try:
             if step == self.fail_at_step:
                 raise RuntimeError(f"scripted failure at step {step}")
