@@ -30,8 +30,11 @@ class GenerationParams:
 class GenerationRequest:
     """One generation: the rendered ``prompt`` plus the conversation it was rendered from.
 
-    ``messages`` are ``{"role": ..., "content": ...}`` dicts (system prompt included); engines
-    without a tokenizer (the mock engine) work from them instead of the prompt.
+    ``messages`` are ``{"role": ..., "content": ...}`` dicts (system prompt included), to be
+    answered with a new assistant turn. The transformers engines tokenize ``messages`` with
+    their renderer, so that message text never becomes a control token; ``prompt`` is what
+    that renders to (the mock engine counts it), and is tokenized as it is only when there are
+    no ``messages``: a prompt of the caller's own making.
     """
 
     prompt: str
@@ -66,7 +69,9 @@ class PromptRenderer(Protocol):
     """Renders a conversation into the model's prompt text and counts its tokens.
 
     ``stop_strings`` are the model's end-of-turn strings in this prompt format (``<|im_end|>``
-    for ChatML): the engine ends every reply at them.
+    for ChatML): the engine ends every reply at them. ``count_prompt_tokens`` is what the
+    prompt for the next reply to ``messages`` costs, counted as the engine will run it (the
+    budget that a conversation is fitted to); ``count_tokens`` counts a text (a reply).
     """
 
     @property
@@ -75,6 +80,8 @@ class PromptRenderer(Protocol):
     def render(self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool) -> str: ...
 
     def count_tokens(self, text: str) -> int: ...
+
+    def count_prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int: ...
 
 
 @runtime_checkable

@@ -80,18 +80,14 @@ class TransformersEngine(TokenEngine):
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 
     def _run(self, job: _Job) -> None:
-        encoded = self._tokenizer(job.request.prompt, add_special_tokens=False, return_tensors="pt")
-        # Only what every causal LM takes (some tokenizers add token_type_ids, which generate
-        # refuses on transformers 4.x).
-        inputs = {
-            key: encoded[key].to(self._model.device) for key in ("input_ids", "attention_mask")
-        }
-        job.prompt_tokens = int(inputs["input_ids"].shape[1])
+        ids = torch.tensor([self._prompt_ids(job.request)], device=self._model.device)
+        job.prompt_tokens = int(ids.shape[1])
         if job.cancelled.is_set():
             return
         with torch.inference_mode():
             cast(GenerationMixin, self._model).generate(
-                **inputs,
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
                 generation_config=self._generation_config(job.request.params),
                 streamer=_JobStreamer(job),
                 stopping_criteria=StoppingCriteriaList([_CancelledCriteria(job.cancelled)]),

@@ -16,6 +16,7 @@ from .base import (
 )
 from .channel import TokenChannel
 from .detokenize import IncrementalDetokenizer
+from .prompt_tokens import PromptTokenizer
 from .rendering import ChatTemplateRenderer
 from .stopping import StopStringFilter
 
@@ -68,7 +69,14 @@ def end_token_ids(
 class TokenEngine:
     """What an engine over a transformers model and its tokenizer holds: the renderer (the
     tokenizer's chat template by default), the end-of-turn stop strings and token ids, the
-    slot count and the model's name; and how it turns its token ids into a reply's events."""
+    slot count and the model's name; how it tokenizes a request's prompt, and how it turns
+    its token ids into a reply's events.
+
+    The prompt's ids come from the request's messages, laid out by the renderer (any
+    :class:`PromptRenderer`, a user's own included) and tokenized by
+    :class:`~chatstream.engines.prompt_tokens.PromptTokenizer`: the renderer's special tokens
+    are special, those that message contents spell are plain text.
+    """
 
     def __init__(
         self,
@@ -84,6 +92,7 @@ class TokenEngine:
         self._model = model
         self._tokenizer = tokenizer
         self._renderer = renderer if renderer is not None else ChatTemplateRenderer(tokenizer)
+        self._prompt_tokenizer = PromptTokenizer(tokenizer)
         self._stop_strings = self._renderer.stop_strings
         self._end_token_ids = end_token_ids(model, tokenizer, self._stop_strings)
         self._slots = slots
@@ -105,6 +114,15 @@ class TokenEngine:
     @property
     def stop_strings(self) -> tuple[str, ...]:
         return self._stop_strings
+
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        """The ids the model runs for ``request`` (see :class:`GenerationRequest`)."""
+        if request.messages:
+            return self._prompt_tokenizer.encode(
+                self._renderer, request.messages, add_generation_prompt=True
+            )
+        ids: list[int] = self._tokenizer.encode(request.prompt, add_special_tokens=False)
+        return ids
 
     def _reply(
         self, source: TokenChannel, request: GenerationRequest

@@ -167,9 +167,7 @@ class BatchedEngine(TokenEngine):
         cache; its prompt tokens left to run, or ``None`` (it ended) if it cannot run."""
         if not sequence.token_ids:
             try:
-                sequence.token_ids = self._tokenizer.encode(
-                    sequence.request.prompt, add_special_tokens=False
-                )
+                sequence.token_ids = self._prompt_ids(sequence.request)
                 if not sequence.token_ids:
                     raise ValueError("the prompt has no tokens")
             except Exception as exc:
