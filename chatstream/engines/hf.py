@@ -41,7 +41,7 @@ class TransformersEngine(TokenEngine):
     """Streams replies of a Hugging Face causal LM (``AutoModelForCausalLM``).
 
     ``renderer`` defaults to the tokenizer's chat template. The model's end-of-turn strings
-    (the renderer's ``stop_strings``, when it has them) end a reply like the eos token does.
+    (the renderer's ``stop_strings``) end a reply like the eos token does.
     A generation ends with finish ``"stop"`` (eos or a stop string), ``"length"``
     (``max_new_tokens``) or ``"cancelled"`` (the engine was closed). An exception raised by the
     model is re-raised to the consumer of the stream.
