@@ -16,7 +16,10 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 @dataclass(frozen=True, slots=True)
 class GenerationParams:
-    """Sampling parameters of one generation. ``temperature == 0`` means greedy decoding."""
+    """Sampling parameters of one generation. ``temperature == 0`` means greedy decoding.
+
+    The field defaults are chatstream's sampling defaults: this is their one home.
+    """
 
     max_new_tokens: int = 256
     temperature: float = 0.7

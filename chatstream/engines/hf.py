@@ -80,7 +80,9 @@ class TransformersEngine(TokenEngine):
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 
     def _run(self, job: _Job) -> None:
-        ids = torch.tensor([self._prompt_ids(job.request)], device=self._model.device)
+        ids = torch.tensor(
+            [self._prompt_ids(job.request)], dtype=torch.long, device=self._model.device
+        )
         job.prompt_tokens = int(ids.shape[1])
         if job.cancelled.is_set():
             return
