@@ -14,11 +14,12 @@ from typing import Literal, Protocol, runtime_checkable
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class GenerationParams:
     """Sampling parameters of one generation. ``temperature == 0`` means greedy decoding.
 
-    The field defaults are chatstream's sampling defaults: this is their one home.
+    The field defaults are chatstream's sampling defaults, and this is their one home: read
+    them as class attributes (``GenerationParams.max_new_tokens``; hence no ``slots``).
     """
 
     max_new_tokens: int = 256
