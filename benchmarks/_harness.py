@@ -242,7 +242,7 @@ class Direct:
 
     def render(self, user_input: str) -> str:
         """The prompt the server renders for a first turn of ``user_input`` (no system prompt)."""
-        from chatstream.rendering import ChatTemplateRenderer
+        from chatstream.engines.rendering import ChatTemplateRenderer
 
         message = {"role": "user", "content": user_input}
         return ChatTemplateRenderer(self.tokenizer).render([message], add_generation_prompt=True)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .engines.batched import BatchedEngine
     from .engines.hf import TransformersEngine
     from .engines.mock import MockEngine
+    from .engines.rendering import ChatTemplateRenderer, MissingChatTemplateError, PlainRenderer
     from .errors import (
         ChatStreamError,
         GenerationFailed,
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
         Unauthorized,
     )
     from .model import ModelNotFoundError, load_model
-    from .rendering import ChatTemplateRenderer, MissingChatTemplateError, PlainRenderer
     from .settings import ConfigError, Settings
 
 _MODULES = {
@@ -84,7 +84,7 @@ _MODULES = {
         "Unauthorized",
     ),
     ".model": ("ModelNotFoundError", "load_model"),
-    ".rendering": ("ChatTemplateRenderer", "MissingChatTemplateError", "PlainRenderer"),
+    ".engines.rendering": ("ChatTemplateRenderer", "MissingChatTemplateError", "PlainRenderer"),
     ".settings": ("ConfigError", "Settings"),
 }
 _MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}

@@ -23,20 +23,13 @@ from .chat.run import Services
 from .config import AccessConfig, AdmissionConfig, ConversationLimits, RequestLimits
 from .conversations.owners import OwnerRule, signed_in_user
 from .conversations.prompt import ChatPrompt
-from .engines.base import (
-    DEFAULT_PREFILL_TOKENS,
-    DEFAULT_PREFIX_CACHE_MB,
-    Engine,
-    GenerationParams,
-    GenerationRequest,
-)
+from .engines.base import Engine, GenerationParams, GenerationRequest
+from .engines.config import BatchingConfig
 from .errors import ServiceUnavailable
 from .http.chat import chat_stream_endpoint
 from .http.routes import build_router
 from .keys import CHAT_PROMPT, GENERATION_PARAMS, READY_PROBE
 from .metrics import Metrics
-
-_SAMPLING = GenerationParams()
 
 
 class ChatStream:
@@ -62,11 +55,11 @@ class ChatStream:
         system_prompt: str | None = None,
         chat_template: str | None = None,
         context_len: int | None = None,
-        max_new_tokens: int = _SAMPLING.max_new_tokens,
-        temperature: float = _SAMPLING.temperature,
-        top_p: float = _SAMPLING.top_p,
-        top_k: int = _SAMPLING.top_k,
-        repetition_penalty: float = _SAMPLING.repetition_penalty,
+        max_new_tokens: int = GenerationParams.max_new_tokens,
+        temperature: float = GenerationParams.temperature,
+        top_p: float = GenerationParams.top_p,
+        top_k: int = GenerationParams.top_k,
+        repetition_penalty: float = GenerationParams.repetition_penalty,
         stop: tuple[str, ...] = (),
         max_input_chars: int = RequestLimits.max_input_chars,
         max_body_bytes: int = RequestLimits.max_body_bytes,
@@ -84,12 +77,14 @@ class ChatStream:
         max_new_tokens_limit: int = RequestLimits.max_new_tokens_limit,
         max_messages: int = ConversationLimits.max_messages,
         max_conversation_bytes: int = ConversationLimits.max_conversation_bytes,
-        prefill_tokens: int = DEFAULT_PREFILL_TOKENS,
-        prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
+        prefill_tokens: int = BatchingConfig.prefill_tokens,
+        prefix_cache_mb: float = BatchingConfig.prefix_cache_mb,
     ) -> None:
         if engine is None:
             if model is None or tokenizer is None:
                 raise TypeError("ChatStream needs model= and tokenizer=, or engine=")
+            from .engines.default import default_engine
+
             engine = default_engine(
                 model,
                 tokenizer,
@@ -109,7 +104,7 @@ class ChatStream:
             top_k=top_k,
             repetition_penalty=repetition_penalty,
         )
-        self.stop = stop + tuple(getattr(engine.renderer, "stop_strings", ()))
+        self.stop = stop
         self.limits = RequestLimits(
             max_input_chars=max_input_chars,
             max_body_bytes=max_body_bytes,
@@ -289,29 +284,3 @@ class ChatStream:
         if self._admission is not None:
             await self._admission.aclose()
         await self.engine.aclose()
-
-
-def default_engine(
-    model: Any,
-    tokenizer: Any,
-    chat_template: str | None,
-    *,
-    prefill_tokens: int = DEFAULT_PREFILL_TOKENS,
-    prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
-) -> Engine:
-    """Continuous batching (``BatchedEngine``, 8 slots) where the model allows it, else one
-    ``generate`` at a time (``TransformersEngine``, e.g. for sliding-window attention)."""
-    from .engines.batched import BatchedEngine
-    from .engines.hf import TransformersEngine
-    from .rendering import ChatTemplateRenderer
-
-    renderer = ChatTemplateRenderer(tokenizer, chat_template)
-    if not BatchedEngine.can_batch(model):
-        return TransformersEngine(model, tokenizer, renderer=renderer)
-    return BatchedEngine(
-        model,
-        tokenizer,
-        renderer=renderer,
-        prefill_tokens=prefill_tokens,
-        prefix_cache_mb=prefix_cache_mb,
-    )

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .config import AccessConfig, AdmissionConfig, RequestLimits, ServerLimits
-from .engines.base import DEFAULT_PREFILL_TOKENS, DEFAULT_PREFIX_CACHE_MB, GenerationParams
+from .engines.base import GenerationParams
+from .engines.config import BatchingConfig
 
-_SAMPLING = GenerationParams()
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -93,7 +93,7 @@ class Settings:
         "turns one client may start per minute before 429; 0 = off",
     )
     max_new_tokens: int = setting(
-        _SAMPLING.max_new_tokens,
+        GenerationParams.max_new_tokens,
         "CHATSTREAM_MAX_NEW_TOKENS",
         "default reply length cap, in tokens",
     )
@@ -141,13 +141,13 @@ class Settings:
         "serve /docs, /redoc and /openapi.json (they load scripts from a CDN)",
     )
     prefill_tokens: int = setting(
-        DEFAULT_PREFILL_TOKENS,
+        BatchingConfig.prefill_tokens,
         "CHATSTREAM_PREFILL_TOKENS",
         "new prompt tokens per prefill pass of the batched engine: smaller gives a burst of "
         "requests their first tokens sooner, larger prefills more at once",
     )
     prefix_cache_mb: float = setting(
-        DEFAULT_PREFIX_CACHE_MB,
+        BatchingConfig.prefix_cache_mb,
         "CHATSTREAM_PREFIX_CACHE_MB",
         "MiB kept of recent prompts' and replies' KV cache, so a prompt that starts like one of "
         "them (system prompt, a conversation's earlier turns) skips that part; 0 = off",

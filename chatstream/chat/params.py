@@ -11,8 +11,6 @@ from ..engines.base import GenerationParams
 from ..errors import InvalidRequest
 from ..validation import validate_object
 
-_DEFAULTS = GenerationParams()
-
 # The valid ranges, shared with the OpenAI-compatible API's request body.
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
@@ -25,11 +23,11 @@ class GenerationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    temperature: Temperature = _DEFAULTS.temperature
-    top_p: TopP = _DEFAULTS.top_p
-    top_k: int = Field(_DEFAULTS.top_k, ge=0, le=1000)
-    max_new_tokens: MaxNewTokens = _DEFAULTS.max_new_tokens
-    repetition_penalty: float = Field(_DEFAULTS.repetition_penalty, ge=1.0, le=2.0)
+    temperature: Temperature = GenerationParams.temperature
+    top_p: TopP = GenerationParams.top_p
+    top_k: int = Field(GenerationParams.top_k, ge=0, le=1000)
+    max_new_tokens: MaxNewTokens = GenerationParams.max_new_tokens
+    repetition_penalty: float = Field(GenerationParams.repetition_penalty, ge=1.0, le=2.0)
 
     @classmethod
     def validate_changes(cls, data: object, *, max_new_tokens_limit: int) -> dict[str, Any]:

@@ -264,7 +264,12 @@ class GenerationRun:
         """Token counts of a reply the engine did not finish (cancelled, or failed)."""
         reply, renderer = self.reply, self.engine.renderer
         if not reply.prompt_tokens:
-            reply.prompt_tokens = renderer.count_tokens(self.generation.prompt)
+            messages = self.generation.messages
+            reply.prompt_tokens = (
+                renderer.count_prompt_tokens(messages)
+                if messages
+                else renderer.count_tokens(self.generation.prompt)
+            )
         if not reply.completion_tokens and reply.parts:
             reply.completion_tokens = renderer.count_tokens(reply.text)
 

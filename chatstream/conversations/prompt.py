@@ -154,9 +154,8 @@ class ChatPrompt:
             return self.to_messages(starts[0])
         budget = self.context_len - self.max_new_tokens
 
-        def fits(start: int) -> bool:
-            text = renderer.render(self.to_messages(start), add_generation_prompt=True)
-            return renderer.count_tokens(text) <= budget
+        def fits(start: int) -> bool:  # counted as the engine will run it
+            return renderer.count_prompt_tokens(self.to_messages(start)) <= budget
 
         # Fewer turns never make the prompt longer. Search back from the newest turn in
         # doubling steps, then bisect: the cost follows what fits, not the history's length.

@@ -14,16 +14,13 @@ from typing import Literal, Protocol, runtime_checkable
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 
-DEFAULT_PREFILL_TOKENS = 256
-"""BatchedEngine: new prompt tokens (rows times their padded width) in one prefill pass."""
-
-DEFAULT_PREFIX_CACHE_MB = 256
-"""BatchedEngine: MiB of recent prompts' and replies' keys and values kept for reuse."""
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class GenerationParams:
-    """Sampling parameters of one generation. ``temperature == 0`` means greedy decoding."""
+    """Sampling parameters of one generation. ``temperature == 0`` means greedy decoding.
+
+    The field defaults are chatstream's sampling defaults, and this is their one home: read
+    them as class attributes (``GenerationParams.max_new_tokens``; hence no ``slots``).
+    """
 
     max_new_tokens: int = 256
     temperature: float = 0.7
@@ -37,8 +34,11 @@ class GenerationParams:
 class GenerationRequest:
     """One generation: the rendered ``prompt`` plus the conversation it was rendered from.
 
-    ``messages`` are ``{"role": ..., "content": ...}`` dicts (system prompt included); engines
-    without a tokenizer (the mock engine) work from them instead of the prompt.
+    ``messages`` are ``{"role": ..., "content": ...}`` dicts (system prompt included), to be
+    answered with a new assistant turn. The transformers engines tokenize ``messages`` with
+    their renderer, so that message text never becomes a control token; ``prompt`` is what
+    that renders to (the mock engine counts it), and is tokenized as it is only when there are
+    no ``messages``: a prompt of the caller's own making.
     """
 
     prompt: str
@@ -70,11 +70,22 @@ GenerationEvent = TextDelta | GenerationDone
 
 @runtime_checkable
 class PromptRenderer(Protocol):
-    """Renders a conversation into the model's prompt text and counts its tokens."""
+    """Renders a conversation into the model's prompt text and counts its tokens.
+
+    ``stop_strings`` are the model's end-of-turn strings in this prompt format (``<|im_end|>``
+    for ChatML): the engine ends every reply at them. ``count_prompt_tokens`` is what the
+    prompt for the next reply to ``messages`` costs, counted as the engine will run it (the
+    budget that a conversation is fitted to); ``count_tokens`` counts a text (a reply).
+    """
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]: ...
 
     def render(self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool) -> str: ...
 
     def count_tokens(self, text: str) -> int: ...
+
+    def count_prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int: ...
 
 
 @runtime_checkable
@@ -83,11 +94,15 @@ class Engine(Protocol):
 
     ``slots`` is how many generations it runs at once on this instance: the admission layer
     never gives it more. ``renderer`` is how prompts are built for its model. ``stop_strings``
-    are the model's own end-of-turn strings, added to every request's stop list.
+    are the model's own end-of-turn strings: the engine ends every reply at them besides the
+    request's ``params.stop``, so callers never add them.
     """
 
     @property
     def slots(self) -> int: ...
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]: ...
 
     @property
     def renderer(self) -> PromptRenderer: ...

@@ -1,9 +1,9 @@
 """The transformers engine: a Hugging Face causal LM generating in worker threads.
 
 Each generation runs ``model.generate`` in a thread pool of ``slots`` workers, so the event
-loop never waits on a forward pass. Tokens come back through ``loop.call_soon_threadsafe`` into
-an ``asyncio.Queue`` (no polling); a stopping criterion watching a ``threading.Event`` ends the
-worker within one decoding step once the consumer goes away.
+loop never waits on a forward pass. Tokens come back through a
+:class:`~chatstream.engines.channel.TokenChannel`; a stopping criterion watching its
+``cancelled`` ends the worker within one decoding step once the consumer goes away.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import contextlib
 import copy
 import threading
 from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import cast
 
 import torch
@@ -33,6 +33,7 @@ from .base import (
     GenerationRequest,
     PromptRenderer,
 )
+from .channel import TokenChannel
 from .tokens import TokenEngine
 
 
@@ -40,7 +41,7 @@ class TransformersEngine(TokenEngine):
     """Streams replies of a Hugging Face causal LM (``AutoModelForCausalLM``).
 
     ``renderer`` defaults to the tokenizer's chat template. The model's end-of-turn strings
-    (the renderer's ``stop_strings``, when it has them) end a reply like the eos token does.
+    (the renderer's ``stop_strings``) end a reply like the eos token does.
     A generation ends with finish ``"stop"`` (eos or a stop string), ``"length"``
     (``max_new_tokens``) or ``"cancelled"`` (the engine was closed). An exception raised by the
     model is re-raised to the consumer of the stream.
@@ -62,7 +63,7 @@ class TransformersEngine(TokenEngine):
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         if self._closed:
             raise RuntimeError("the engine is closed")
-        job = _Job(request.prompt, request.params, self._executor, self._run)
+        job = _Job(request, self._executor, self._run)
         self._jobs.add(job)
         events = self._reply(job, request)
         try:
@@ -79,19 +80,17 @@ class TransformersEngine(TokenEngine):
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 
     def _run(self, job: _Job) -> None:
-        encoded = self._tokenizer(job.prompt, add_special_tokens=False, return_tensors="pt")
-        # Only what every causal LM takes (some tokenizers add token_type_ids, which generate
-        # refuses on transformers 4.x).
-        inputs = {
-            key: encoded[key].to(self._model.device) for key in ("input_ids", "attention_mask")
-        }
-        job.prompt_tokens = int(inputs["input_ids"].shape[1])
+        ids = torch.tensor(
+            [self._prompt_ids(job.request)], dtype=torch.long, device=self._model.device
+        )
+        job.prompt_tokens = int(ids.shape[1])
         if job.cancelled.is_set():
             return
         with torch.inference_mode():
             cast(GenerationMixin, self._model).generate(
-                **inputs,
-                generation_config=self._generation_config(job.params),
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                generation_config=self._generation_config(job.request.params),
                 streamer=_JobStreamer(job),
                 stopping_criteria=StoppingCriteriaList([_CancelledCriteria(job.cancelled)]),
             )
@@ -110,57 +109,27 @@ class TransformersEngine(TokenEngine):
         return config
 
 
-class _Job:
-    """One generation, shared by the consuming task and the worker thread running it."""
+class _Job(TokenChannel):
+    """One generation: its request, and the channel from the pool's worker that runs it."""
 
     def __init__(
         self,
-        prompt: str,
-        params: GenerationParams,
+        request: GenerationRequest,
         executor: ThreadPoolExecutor,
         run: Callable[[_Job], None],
     ) -> None:
-        self.prompt = prompt
-        self.params = params
-        self.prompt_tokens = 0
-        self.cached_tokens = 0  # generate() runs every prompt whole
-        self.cancelled = threading.Event()
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[list[int] | None] = asyncio.Queue()
-        self._worker_done = False
+        super().__init__()
+        self.request = request
         self._future = executor.submit(run, self)
         # Runs when the worker returns or raises, and when the executor drops the job unstarted.
-        self._future.add_done_callback(lambda _: self.post(None))
+        self._future.add_done_callback(self._worker_done)
 
-    def post(self, message: list[int] | None) -> None:
-        """Hand new token ids (``None``: the worker is done) to the event loop; any thread."""
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            self.cancelled.set()
-
-    async def receive(self) -> list[int] | None:
-        """The next token ids, or ``None`` once the worker is done; re-raises its exception."""
-        message = await self._next()
-        if message is None and not self._future.cancelled():
-            error = self._future.exception()
-            if error is not None:
-                raise error
-        return message
+    def _worker_done(self, future: Future[None]) -> None:
+        self.end(None if future.cancelled() else future.exception())
 
     async def close(self) -> None:
-        """Stop the worker within one decoding step, and wait until it has stopped."""
-        self.cancelled.set()
-        self._future.cancel()
-        while await self._next() is not None:
-            pass
-
-    async def _next(self) -> list[int] | None:
-        if self._worker_done:
-            return None
-        message = await self._queue.get()
-        self._worker_done = message is None
-        return message
+        self._future.cancel()  # a job still waiting for a worker never starts
+        await super().close()
 
 
 class _JobStreamer(BaseStreamer):

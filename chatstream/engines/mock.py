@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Sequence
 
-from ..rendering import PlainRenderer
 from .base import (
     FinishReason,
     GenerationDone,
@@ -14,6 +13,7 @@ from .base import (
     GenerationRequest,
     TextDelta,
 )
+from .rendering import PlainRenderer
 from .stopping import StopStringFilter
 
 FILLER = (

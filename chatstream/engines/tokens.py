@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
-from typing import Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..rendering import ChatTemplateRenderer
 from .base import (
     FinishReason,
     GenerationDone,
@@ -16,27 +14,15 @@ from .base import (
     PromptRenderer,
     TextDelta,
 )
+from .channel import TokenChannel
 from .detokenize import IncrementalDetokenizer
+from .prompt_tokens import PromptTokenizer
+from .rendering import ChatTemplateRenderer
 from .stopping import StopStringFilter
 
 
-class TokenSource(Protocol):
-    """One generation's token ids as a worker produces them."""
-
-    prompt_tokens: int
-    cached_tokens: int
-
-    async def receive(self) -> list[int] | None:
-        """The next generated ids; None once the worker is done."""
-        ...
-
-    async def close(self) -> None:
-        """Stop the generation (within one decoding step) and wait until it has."""
-        ...
-
-
 async def stream_reply(
-    source: TokenSource,
+    source: TokenChannel,
     tokenizer: PreTrainedTokenizerBase,
     stop_strings: tuple[str, ...],
     end_token_ids: frozenset[int],
@@ -83,7 +69,14 @@ def end_token_ids(
 class TokenEngine:
     """What an engine over a transformers model and its tokenizer holds: the renderer (the
     tokenizer's chat template by default), the end-of-turn stop strings and token ids, the
-    slot count and the model's name; and how it turns its token ids into a reply's events."""
+    slot count and the model's name; how it tokenizes a request's prompt, and how it turns
+    its token ids into a reply's events.
+
+    The prompt's ids come from the request's messages, laid out by the renderer (any
+    :class:`PromptRenderer`, a user's own included) and tokenized by
+    :class:`~chatstream.engines.prompt_tokens.PromptTokenizer`: the renderer's special tokens
+    are special, those that message contents spell are plain text.
+    """
 
     def __init__(
         self,
@@ -99,7 +92,8 @@ class TokenEngine:
         self._model = model
         self._tokenizer = tokenizer
         self._renderer = renderer if renderer is not None else ChatTemplateRenderer(tokenizer)
-        self._stop_strings: tuple[str, ...] = tuple(getattr(self._renderer, "stop_strings", ()))
+        self._prompt_tokenizer = PromptTokenizer(tokenizer)
+        self._stop_strings = self._renderer.stop_strings
         self._end_token_ids = end_token_ids(model, tokenizer, self._stop_strings)
         self._slots = slots
         self._model_name = model_name or model.name_or_path or type(model).__name__
@@ -121,8 +115,17 @@ class TokenEngine:
     def stop_strings(self) -> tuple[str, ...]:
         return self._stop_strings
 
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        """The ids the model runs for ``request`` (see :class:`GenerationRequest`)."""
+        if request.messages:
+            return self._prompt_tokenizer.encode(
+                self._renderer, request.messages, add_generation_prompt=True
+            )
+        ids: list[int] = self._tokenizer.encode(request.prompt, add_special_tokens=False)
+        return ids
+
     def _reply(
-        self, source: TokenSource, request: GenerationRequest
+        self, source: TokenChannel, request: GenerationRequest
     ) -> AsyncGenerator[GenerationEvent, None]:
         stops = (*request.params.stop, *self._stop_strings)
         return stream_reply(

@@ -13,19 +13,13 @@ from chatstream.engines.base import (
     GenerationRequest,
     TextDelta,
 )
+from chatstream.engines.rendering import PlainRenderer
 
 
-class WordRenderer:
-    """``role: content`` lines; one token per whitespace-separated word."""
+class WordRenderer(PlainRenderer):
+    """``role: content`` lines; one token per whitespace-separated word; an end of turn."""
 
-    stop_strings = ("<|end|>",)
-
-    def render(self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool) -> str:
-        lines = [f"{m['role']}: {m['content']}" for m in messages]
-        return "\n".join(lines + (["assistant:"] if add_generation_prompt else []))
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
+    stop_strings: tuple[str, ...] = ("<|end|>",)
 
 
 class ScriptedEngine:
@@ -61,6 +55,10 @@ class ScriptedEngine:
     @property
     def model_name(self) -> str:
         return "scripted"
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return self._renderer.stop_strings
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         self.requests.append(request)

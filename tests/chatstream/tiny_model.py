@@ -94,8 +94,10 @@ class TinyLlama(LlamaForCausalLM):  # type: ignore[no-untyped-call]
 
     With ``script``, decoding step ``k`` of each generation yields ``script[k]`` and then the
     eos. ``step_delay`` sleeps in every forward pass (releasing the GIL like a real model);
-    ``fail_at_step`` raises in that step. ``steps`` counts forward passes and ``max_in_flight``
-    is the most that ever ran at once.
+    ``fail_at_step`` raises in that step. ``steps`` counts forward passes, ``max_in_flight``
+    is the most that ever ran at once, and ``threads`` are the threads they ran in.
+    ``prompts`` holds the input ids of each generation's first pass (each row's prompt, or its
+    first chunk).
     """
 
     def __init__(
@@ -115,6 +117,8 @@ class TinyLlama(LlamaForCausalLM):  # type: ignore[no-untyped-call]
         self.steps = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.threads: set[int] = set()
+        self.prompts: list[list[int]] = []
         self._lock = threading.Lock()
         self._steps_by_cache: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
 
@@ -126,6 +130,9 @@ class TinyLlama(LlamaForCausalLM):  # type: ignore[no-untyped-call]
             self.steps += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.threads.add(threading.get_ident())
+            if step == 0:
+                self.prompts += kwargs["input_ids"].tolist()
         try:
             if step == self.fail_at_step:
                 raise RuntimeError(f"scripted failure at step {step}")

@@ -57,7 +57,9 @@ async def test_interception_logs_the_body(
     caplog.set_level("INFO", logger="examples.interception")
     async with client_for(module) as client:
         await converse(client)
-        bad = await client.post("/chat_stream", content=b"not json")
+        bad = await client.post(
+            "/chat_stream", content=b"not json", headers={"content-type": "application/json"}
+        )
         assert bad.status_code == 400
     assert "user_input='first question' regenerate=None" in caplog.text
     assert "regenerate=True" in caplog.text

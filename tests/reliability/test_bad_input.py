@@ -61,7 +61,17 @@ def target() -> Iterator[Target]:
     url = real_redis_url()
     client = sync_redis.Redis.from_url(url, socket_timeout=5)
     client.flushdb()
-    args = ("--model", "mock", "--mock-token-delay", "0", "--max-new-tokens", "8")
+    # Thousands of fuzzed turns from one address: no rate limit.
+    args = (
+        "--model",
+        "mock",
+        "--mock-token-delay",
+        "0",
+        "--max-new-tokens",
+        "8",
+        "--rate-limit",
+        "0",
+    )
     with running_server(*args, "--api-keys", API_KEY, "--docs", env={"REDIS_URL": url}) as server:
         yield Target(server, client)
         assert_healthy(server, client)

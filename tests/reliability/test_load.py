@@ -33,6 +33,8 @@ QUEUE_TIMEOUT = 60
 ARGS = (
     *("--model", "mock", "--mock-token-delay", "0.01", "--max-concurrent", str(LIMIT)),
     *("--max-queue", str(4 * CLIENTS_PER_INSTANCE), "--queue-timeout", str(QUEUE_TIMEOUT)),
+    # Every simulated user comes from 127.0.0.1: the per-client limits would see one client.
+    *("--max-per-client", "0", "--rate-limit", "0"),
 )
 
 

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from chatstream.engines.base import Engine, GenerationParams, GenerationRequest, TextDelta
+from chatstream.engines.base import Engine, GenerationParams, GenerationRequest
 from chatstream.engines.mock import FILLER, MockEngine, mock_reply
-from chatstream.rendering import PlainRenderer
+from chatstream.engines.rendering import PlainRenderer
 
 from .streams import collect
 
@@ -47,36 +47,12 @@ async def test_without_user_input_the_reply_is_the_filler() -> None:
     assert "".join(deltas) == " ".join(FILLER)
 
 
-async def test_max_new_tokens_cuts_the_reply_with_finish_length() -> None:
-    deltas, done = await collect(
-        MockEngine(token_delay=0).generate(request(GenerationParams(max_new_tokens=3)))
-    )
-    assert deltas == ["hello", " there", " This"]
-    assert (done.finish_reason, done.completion_tokens) == ("length", 3)
-
-
-async def test_a_stop_string_ends_the_reply_unemitted() -> None:
-    deltas, done = await collect(
-        MockEngine(token_delay=0).generate(request(GenerationParams(stop=("mock",))))
-    )
-    assert "".join(deltas) == "hello there This is the "
-    assert done.finish_reason == "stop"
-
-
 async def test_one_token_per_token_delay() -> None:
     engine = MockEngine(token_delay=0.02)
     started = time.perf_counter()
     deltas, _ = await collect(engine.generate(request(GenerationParams(max_new_tokens=5))))
     assert len(deltas) == 5
     assert time.perf_counter() - started >= 5 * 0.02
-
-
-async def test_closing_the_stream_stops_it() -> None:
-    stream = MockEngine(token_delay=0).generate(request())
-    assert await anext(stream) == TextDelta("hello")
-    await stream.aclose()
-    with pytest.raises(StopAsyncIteration):
-        await anext(stream)
 
 
 async def test_closing_the_engine_ends_running_streams_cancelled_at_once() -> None:

@@ -151,9 +151,10 @@ async def test_stop_and_sampling_reach_the_engine(
             model="m", messages=HI, stop="END", max_completion_tokens=9
         )
     first, second = (request.params for request in engine.requests)
-    assert first.stop == ("</s>", "<|end|>", "END", "###")  # the chat's, the model's, the request's
+    # The chat's and the request's: the engine adds the model's end of turn (<|end|>) itself.
+    assert first.stop == ("</s>", "END", "###")
     assert (first.temperature, first.max_new_tokens) == (0.0, 7)
-    assert (second.stop, second.max_new_tokens) == (("</s>", "<|end|>", "END"), 9)
+    assert (second.stop, second.max_new_tokens) == (("</s>", "END"), 9)
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -5,9 +5,14 @@ from collections.abc import Sequence
 import pytest
 
 from chatstream.engines.base import PromptRenderer
-from chatstream.rendering import ChatTemplateRenderer, MissingChatTemplateError, PlainRenderer
+from chatstream.engines.rendering import (
+    ChatTemplateRenderer,
+    MissingChatTemplateError,
+    PlainRenderer,
+)
+from chatstream.errors import ChatStreamError
 
-from .tiny_model import tiny_tokenizer
+from ..tiny_model import tiny_tokenizer
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},
@@ -49,8 +54,11 @@ def test_a_callable_template_is_called_with_the_messages() -> None:
 
 
 def test_a_tokenizer_without_template_needs_one() -> None:
+    """A configuration mistake, not an error of the chat layer's HTTP answers."""
     with pytest.raises(MissingChatTemplateError, match="chat_template="):
         ChatTemplateRenderer(tiny_tokenizer(chat_template=None))
+    assert issubclass(MissingChatTemplateError, ValueError)
+    assert not issubclass(MissingChatTemplateError, ChatStreamError)
 
 
 def test_stop_strings_are_the_models_end_of_turn() -> None:
@@ -73,4 +81,7 @@ def test_plain_renderer_writes_role_lines_and_counts_words() -> None:
     )
     assert renderer.render(MESSAGES, add_generation_prompt=False) == "system: Be brief.\nuser: Hi"
     assert renderer.count_tokens(" two  words\n") == 2
+    assert renderer.count_prompt_tokens(MESSAGES) == len(
+        ["system:", "Be", "brief.", "user:", "Hi", "assistant:"]
+    )
     assert renderer.stop_strings == ()

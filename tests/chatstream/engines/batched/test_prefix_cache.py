@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chatstream.engines.prefix_cache import MIN_TOKENS, KeysAndValues, PrefixCache
+from chatstream.engines.batched.prefix_cache import MIN_TOKENS, KeysAndValues, PrefixCache
 
 HEADS, DIM, LAYERS = 2, 4, 3
 BYTES_PER_TOKEN = LAYERS * 2 * HEADS * DIM * 4  # float32 keys and values

@@ -11,7 +11,7 @@ from typing import TypeAlias
 
 from transformers import PreTrainedTokenizerBase
 
-from .errors import ChatStreamError
+from .prompt_tokens import PromptTokenizer
 
 ChatTemplate: TypeAlias = str | Callable[[Sequence[dict[str, str]], bool], str]
 """A Jinja chat template, or a function ``(messages, add_generation_prompt) -> prompt``."""
@@ -19,8 +19,9 @@ ChatTemplate: TypeAlias = str | Callable[[Sequence[dict[str, str]], bool], str]
 _PROBE = "\x00chatstream-end-of-turn-probe\x00"
 
 
-class MissingChatTemplateError(ChatStreamError):
-    """The tokenizer has no chat template and none was given."""
+class MissingChatTemplateError(ValueError):
+    """The tokenizer has no chat template and none was given: a configuration mistake, raised
+    when the app starts, outside the chat layer's HTTP errors."""
 
 
 class ChatTemplateRenderer:
@@ -30,6 +31,9 @@ class ChatTemplateRenderer:
     tokenizer, a callable is called as ``chat_template(messages, add_generation_prompt)``.
     ``stop_strings`` are the model's end-of-turn strings: the tokenizer's eos token and whatever
     the template writes right after an assistant message (``<|im_end|>`` for ChatML).
+    :meth:`encode` gives the prompt's token ids as the transformers engines run them: the
+    template's special tokens are special, those that message contents spell are plain text
+    (see :mod:`chatstream.engines.prompt_tokens`).
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class ChatTemplateRenderer:
             )
         self._tokenizer = tokenizer
         self._chat_template = chat_template
+        self._prompt_tokenizer = PromptTokenizer(tokenizer)
         self.stop_strings: tuple[str, ...] = tuple(
             dict.fromkeys(s for s in (tokenizer.eos_token, self._end_of_turn()) if s)
         )
@@ -59,8 +64,20 @@ class ChatTemplateRenderer:
             raise TypeError(f"the chat template rendered {type(prompt).__name__}, not text")
         return prompt
 
+    def encode(
+        self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool
+    ) -> list[int]:
+        """The token ids of the prompt for ``messages``, message contents as plain text."""
+        return self._prompt_tokenizer.encode(
+            self, messages, add_generation_prompt=add_generation_prompt
+        )
+
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def count_prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
+        """The tokens of the prompt for the next reply to ``messages``, as the engine runs it."""
+        return len(self.encode(messages, add_generation_prompt=True))
 
     def _end_of_turn(self) -> str | None:
         """What the template writes after an assistant message, up to the first whitespace."""
@@ -83,3 +100,6 @@ class PlainRenderer:
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
+
+    def count_prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
+        return self.count_tokens(self.render(messages, add_generation_prompt=True))

@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import itertools
 import threading
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
@@ -12,21 +11,20 @@ import pytest
 import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from chatstream.engines import batched
 from chatstream.engines.base import (
-    Engine,
     GenerationEvent,
     GenerationParams,
     GenerationRequest,
     TextDelta,
 )
 from chatstream.engines.batched import BatchedEngine
+from chatstream.engines.batched import engine as engine_module
+from chatstream.engines.batched.prefix_cache import MIN_TOKENS
 from chatstream.engines.hf import TransformersEngine
-from chatstream.engines.prefix_cache import MIN_TOKENS
-from chatstream.rendering import ChatTemplateRenderer
+from chatstream.engines.rendering import ChatTemplateRenderer
 
-from ..tiny_model import TinyLlama, text_ids, tiny_sliding_window_model, tiny_tokenizer
-from .streams import collect
+from ...tiny_model import TinyLlama, text_ids, tiny_sliding_window_model, tiny_tokenizer
+from ..streams import collect
 
 TOKENIZER = tiny_tokenizer()
 RENDERER = ChatTemplateRenderer(TOKENIZER)
@@ -134,51 +132,12 @@ async def make_engine() -> AsyncIterator[EngineFactory]:
         await engine.aclose()
 
 
-async def test_it_is_an_engine_with_the_models_end_of_turn(make_engine: EngineFactory) -> None:
-    engine = make_engine(TinyLlama(), slots=3)
-    assert isinstance(engine, Engine)
-    assert (engine.slots, engine.model_name, engine.stop_strings) == (
-        3,
-        "TinyLlama",
-        ("<|im_end|>",),
-    )
-    prompt = engine.renderer.render(request().messages, add_generation_prompt=True)
-    assert prompt == request().prompt
-
-
 def test_a_model_with_sliding_window_attention_is_refused() -> None:
     model = tiny_sliding_window_model()
     assert not BatchedEngine.can_batch(model)
     assert BatchedEngine.can_batch(TinyLlama())
     with pytest.raises(ValueError, match="sliding-window"):
         BatchedEngine(model, TOKENIZER)
-
-
-async def test_deltas_are_whole_characters_that_join_into_the_reply(
-    make_engine: EngineFactory,
-) -> None:
-    text = "héllo 你好 😀!"
-    deltas, done = await collect(make_engine(TinyLlama(text_ids(text))).generate(request()))
-    assert deltas == list(text)
-    prompt_tokens = len(TOKENIZER.encode(request().prompt, add_special_tokens=False))
-    assert (done.finish_reason, done.prompt_tokens) == ("stop", prompt_tokens)
-    assert done.completion_tokens == len(text.encode()) + 1  # and the eos
-
-
-async def test_max_new_tokens_ends_with_finish_length(make_engine: EngineFactory) -> None:
-    engine = make_engine(TinyLlama(text_ids("Hello world")))
-    deltas, done = await collect(engine.generate(request(max_new_tokens=5)))
-    assert "".join(deltas) == "Hello"
-    assert (done.finish_reason, done.completion_tokens) == ("length", 5)
-
-
-async def test_a_stop_string_ends_the_reply_and_is_never_emitted(
-    make_engine: EngineFactory,
-) -> None:
-    engine = make_engine(TinyLlama(text_ids("Hello world. STOP here")))
-    deltas, done = await collect(engine.generate(request(stop=("STOP",))))
-    assert "".join(deltas) == "Hello world. "
-    assert (done.finish_reason, done.completion_tokens) == ("stop", len("Hello world. STOP"))
 
 
 async def test_greedy_replies_equal_transformers_engine_ones(make_engine: EngineFactory) -> None:
@@ -486,27 +445,6 @@ async def test_closing_a_stream_frees_its_row_for_a_waiting_one(
     assert reply == await reference(model, MEDIUM, 10)
 
 
-async def test_cancelling_the_consumer_stops_its_row_within_one_step(
-    make_engine: EngineFactory,
-) -> None:
-    model = TinyLlama(step_delay=0.005)
-    engine = make_engine(model)
-    first_delta = asyncio.Event()
-
-    async def consume() -> None:
-        async for _ in engine.generate(request(max_new_tokens=200)):
-            first_delta.set()
-
-    task = asyncio.create_task(consume())
-    await first_delta.wait()
-    steps_at_cancel = model.steps
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    assert model.steps <= steps_at_cancel + 1
-    assert model.in_flight == 0
-
-
 async def test_a_joining_request_streams_before_the_running_ones_finish(
     make_engine: EngineFactory,
 ) -> None:
@@ -529,44 +467,6 @@ async def test_a_joining_request_streams_before_the_running_ones_finish(
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def test_the_event_loop_stays_responsive_while_generating(
-    make_engine: EngineFactory,
-) -> None:
-    engine = make_engine(TinyLlama())
-    ticks: list[float] = []
-
-    async def tick() -> None:
-        while True:
-            ticks.append(time.perf_counter())
-            await asyncio.sleep(0.001)
-
-    ticker = asyncio.create_task(tick())
-    results = await asyncio.gather(
-        *(collect(engine.generate(request(i, 150))) for i in (SHORT, LONG))
-    )
-    ticker.cancel()
-    assert [done.completion_tokens for _, done in results] == [150, 150]
-    gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
-    assert len(ticks) > 20
-    assert max(gaps) < 0.1
-
-
-async def test_an_exception_in_the_model_surfaces_and_the_engine_goes_on(
-    make_engine: EngineFactory,
-) -> None:
-    model = TinyLlama(text_ids("Hi!"), fail_at_step=2)
-    engine = make_engine(model)
-    deltas: list[str] = []
-    with pytest.raises(RuntimeError, match="scripted failure at step 2"):
-        async for event in engine.generate(request()):
-            assert isinstance(event, TextDelta)
-            deltas.append(event.text)
-    assert deltas == ["H", "i"]
-    model.script = text_ids("o")
-    deltas, done = await collect(engine.generate(request()))
-    assert (deltas, done.finish_reason) == (["o"], "stop")
 
 
 async def test_closing_the_engine_ends_streams_cancelled_and_stops_its_thread() -> None:
@@ -617,7 +517,7 @@ async def test_an_unexpected_error_in_the_loop_fails_the_streams_in_flight_and_i
     def broken(*args: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(batched, "_merge", broken)
+    monkeypatch.setattr(engine_module, "merge", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         await collect(engine.generate(request()))
     monkeypatch.undo()
