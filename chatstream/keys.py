@@ -15,11 +15,18 @@ from dataclasses import dataclass
 # -- session fields --------------------------------------------------------------------------------
 
 CHAT_PROMPT = "chat_prompt"
-"""The conversation (a :class:`~chatstream.conversations.prompt.ChatPrompt`)."""
+"""The active conversation's :class:`~chatstream.conversations.prompt.ChatPrompt`, provided for
+the request (the seed callback reads it); sessions of the release before conversations stored
+their one conversation here."""
+ACTIVE_CONVERSATION = "active_conversation"
+"""The id of the session's active conversation."""
+ANONYMOUS_OWNER = "anonymous_owner"
+"""The owner id of a visitor's conversations while the visitor is not signed in."""
 GENERATION_PARAMS = "generation_params"
 """The sampling parameters the session set (``/set_generation_params``)."""
 FEEDBACK = "feedback"
-"""Likes and dislikes, by message id (``/set_feedback``)."""
+"""Likes and dislikes, by message id, as sessions of the release before conversations kept them
+(they now live with their conversation)."""
 GENERATION_LEASE = "generation"
 """The session lock held while the session generates (one reply at a time)."""
 
