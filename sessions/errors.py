@@ -1,7 +1,7 @@
 """Errors raised by the session layer.
 
 SessionError                 root of everything this package raises
-├── StoreUnavailable         the store could not be reached (HTTP 503 + Retry-After)
+├── StoreUnavailable         the store could not be reached or failed (HTTP 503 + Retry-After)
 └── SerializationError       a value cannot be stored as JSON / a stored value cannot be read
 """
 
@@ -13,9 +13,10 @@ class SessionError(Exception):
 
 
 class StoreUnavailable(SessionError):
-    """The session store could not be reached in time.
+    """The session store could not be reached in time, or answered with an error.
 
-    The middleware answers it with ``503 {"error": {"code": "store_unavailable"}}`` and a
+    The message is a fixed text (the cause, which may name hosts, is chained and logged). The
+    middleware answers it with ``503 {"error": {"code": "store_unavailable"}}`` and a
     ``Retry-After`` header; the chat layer maps it the same way.
     """
 

@@ -66,7 +66,6 @@ class SessionMiddleware:
         try:
             session = await self._load(cookie)
         except StoreUnavailable as exc:
-            logger.warning("session store unavailable: %s", exc)
             await self._unavailable(exc)(scope, receive, send)
             return
         scope.setdefault("state", {})["session"] = session
