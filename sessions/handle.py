@@ -3,74 +3,16 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Mapping, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from sessions.serializer import SEGMENT_SEPARATOR, dump_fields, load_fields
+from sessions.data import SessionData
 from sessions.stores.base import SessionStore
 
 
 def new_session_id() -> str:
     """A fresh, unguessable session id (256 random bits)."""
     return secrets.token_urlsafe(32)
-
-
-@dataclass(frozen=True, slots=True)
-class _Encoded:
-    fields: dict[str, str]
-
-
-class SessionData(MutableMapping[str, Any]):
-    """The session's values, each decoded from JSON on first access.
-
-    ``stored`` is the JSON the store holds, field by field (a key's value is one field, or
-    several for a segmented type); comparing it with the current values re-encoded finds every
-    change, in-place mutations included. Values never read are never decoded nor re-encoded.
-    """
-
-    def __init__(self, stored: Mapping[str, str]) -> None:
-        self.stored = dict(stored)
-        groups: dict[str, dict[str, str]] = {}
-        for field, text in stored.items():
-            groups.setdefault(field.split(SEGMENT_SEPARATOR, 1)[0], {})[field] = text
-        # Segments without their head are leftovers: dropped here, deleted by the next save.
-        self._items: dict[str, Any] = {
-            key: _Encoded(fields) for key, fields in groups.items() if key in fields
-        }
-
-    def __getitem__(self, key: str) -> Any:
-        value = self._items[key]
-        if isinstance(value, _Encoded):
-            value = self._items[key] = load_fields(key, value.fields)
-        return value
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if not isinstance(key, str) or SEGMENT_SEPARATOR in key:
-            raise TypeError(f"session keys are strings without {SEGMENT_SEPARATOR!r}: {key!r}")
-        self._items[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self._items[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def clear(self) -> None:
-        self._items.clear()
-
-    def encoded(self) -> dict[str, str]:
-        """Every current value as the fields of JSON the store would hold."""
-        fields: dict[str, str] = {}
-        for key, value in self._items.items():
-            fields.update(value.fields if isinstance(value, _Encoded) else dump_fields(key, value))
-        return fields
 
 
 class Session:
@@ -107,7 +49,7 @@ class Session:
     @property
     def in_use(self) -> bool:
         """True when the current id holds data or ``get_session()`` was called for it."""
-        return self._accessed or bool(self._data)
+        return self._accessed or self._data.has_data
 
     def get_session(self) -> MutableMapping[str, Any]:
         self._accessed = True
@@ -118,10 +60,7 @@ class Session:
 
     async def save_session(self) -> None:
         """Write the keys that changed or were deleted since loaded or last saved."""
-        current = self._data.encoded()
-        stored = self._data.stored
-        changed = {key: text for key, text in current.items() if stored.get(key) != text}
-        deleted = [key for key in stored if key not in current]
+        changed, deleted, current = self._data.changes()
         if changed or deleted:
             await self._store.save(self._id, changed, deleted, create=self._creating)
             self._creating = False
@@ -131,8 +70,7 @@ class Session:
         """Delete the record and all data; values set afterwards start a session with a new id."""
         await self._store.delete(self._id)
         self._id, self._creating, self._accessed = new_session_id(), True, False
-        self._data.clear()
-        self._data.stored = {}
+        self._data.reset({})
 
     async def rotate(self) -> None:
         """Move the data to a new id and delete the old record (call it on login)."""
