@@ -2,7 +2,8 @@
 
 SessionError                 root of everything this package raises
 ├── StoreUnavailable         the store could not be reached or failed (HTTP 503 + Retry-After)
-└── SerializationError       a value cannot be stored as JSON / a stored value cannot be read
+├── SerializationError       a value cannot be stored as JSON / a stored value cannot be read
+└── SessionNotLoaded         the session was used before ``await session.load()`` (autoload off)
 """
 
 from __future__ import annotations
@@ -29,3 +30,11 @@ class StoreUnavailable(SessionError):
 
 class SerializationError(SessionError):
     """A session value is not JSON, or names a type that is not registered."""
+
+
+class SessionNotLoaded(SessionError):
+    """The session was used before it was loaded.
+
+    With ``SessionMiddleware(..., autoload=False)`` a request's session is read from the store
+    only when the app awaits ``request.state.session.load()``; using it before that is a bug.
+    """

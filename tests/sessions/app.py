@@ -1,4 +1,6 @@
-"""A tiny app that exposes its session, for tests of the middleware."""
+"""A tiny app that exposes its session, for tests of the middleware.
+
+Its routes load the session themselves, so they work with ``autoload`` on and off alike."""
 
 from __future__ import annotations
 
@@ -27,23 +29,29 @@ def session_of(request: Request) -> Session:
     return session
 
 
-async def read(request: Request) -> JSONResponse:
+async def loaded(request: Request) -> Session:
     session = session_of(request)
+    await session.load()
+    return session
+
+
+async def read(request: Request) -> JSONResponse:
+    session = await loaded(request)
     return JSONResponse({"id": session.get_session_id(), "data": dict(session.get_session())})
 
 
 async def write(request: Request) -> JSONResponse:
-    session_of(request).get_session().update(await request.json())
+    (await loaded(request)).get_session().update(await request.json())
     return await read(request)
 
 
 async def rotate(request: Request) -> JSONResponse:
-    await session_of(request).rotate()
+    await (await loaded(request)).rotate()
     return await read(request)
 
 
 async def clear(request: Request) -> JSONResponse:
-    await session_of(request).clear_session()
+    await (await loaded(request)).clear_session()
     return JSONResponse({})
 
 
@@ -52,8 +60,10 @@ async def untouched(request: Request) -> Response:
 
 
 async def stream(request: Request) -> StreamingResponse:
-    """Sets ``streamed`` only after the headers and a first chunk went out."""
-    data = session_of(request).get_session()
+    """Sets ``started`` before the response starts (so a new session gets its cookie) and
+    ``streamed`` only after the headers and a first chunk went out."""
+    data = (await loaded(request)).get_session()
+    data["started"] = True
 
     async def body() -> AsyncIterator[bytes]:
         yield b"first "

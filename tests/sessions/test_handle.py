@@ -49,7 +49,7 @@ async def saved(values: dict[str, Any], store: RedisSessionStore) -> Session:
 
 async def test_a_new_session_is_saved_and_loads_back(store: RedisSessionStore) -> None:
     session = Session(store)
-    assert session.is_new and not session.in_use
+    assert session.is_new and not session.has_data
     session.get_session()["basket"] = Basket(["pear"])
     await session.save_session()
     loaded = Session(store, session.get_session_id(), await store.load(session.get_session_id()))
@@ -127,10 +127,10 @@ async def test_clear_deletes_the_record_and_starts_over(store: RedisSessionStore
     old_id = session.get_session_id()
     await session.clear_session()
     assert data == {}
-    assert not session.in_use
+    assert not session.has_data
     assert await store.load(old_id) is None
     data["b"] = 2
-    assert session.in_use
+    assert session.has_data
     await session.save_session()
     assert session.get_session_id() != old_id
     assert await store.load(session.get_session_id()) == {"b": "2"}
