@@ -46,15 +46,19 @@ class SessionData(MutableMapping[str, Any]):
 
     ``stored`` is the JSON the store holds, field by field (a key's value is one field, or
     several for a segmented type); comparing it with the current values re-encoded finds every
-    change, in-place mutations included. Values never read are never decoded nor re-encoded;
-    iterating (and ``len``) reads every value, to leave out unreadable ones.
+    change, in-place mutations included. Values never read are never decoded nor re-encoded.
+
+    Values given with :meth:`provide` are seen under their key for this request only: they are
+    never stored and do not count as data, and the app assigning the key stores a value in
+    their place. Iterating (and ``len``) reads every value, to leave out unreadable ones.
     """
 
     def __init__(self, stored: Mapping[str, str] | None = None) -> None:
+        self._provided: dict[str, Any] = {}
         self.reset(stored or {})
 
     def reset(self, stored: Mapping[str, str]) -> None:
-        """Hold the record ``stored``."""
+        """Hold the record ``stored`` (the values provided for this request stay)."""
         self.stored = dict(stored)
         self._items: dict[str, Any] = {}
         for key, fields in group_fields(stored).items():
@@ -65,10 +69,16 @@ class SessionData(MutableMapping[str, Any]):
 
     @property
     def has_data(self) -> bool:
-        """True when there are values to store."""
+        """True when there are values to store (provided ones do not count)."""
         return bool(self._items)
 
+    def provide(self, key: str, value: Any) -> None:
+        _check_key(key)
+        self._provided[key] = value
+
     def __getitem__(self, key: str) -> Any:
+        if key in self._provided:
+            return self._provided[key]
         value = self._items[key]
         if isinstance(value, _Unreadable):
             raise KeyError(key)
@@ -84,22 +94,26 @@ class SessionData(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         _check_key(key)
         self._items[key] = value
+        self._provided.pop(key, None)
 
     def __delitem__(self, key: str) -> None:
         if key not in self:
             raise KeyError(key)
-        del self._items[key]
+        self._provided.pop(key, None)
+        self._items.pop(key, None)
 
     def __iter__(self) -> Iterator[str]:
         for key in list(self._items):
-            if key in self:
+            if key not in self._provided and key in self:
                 yield key
+        yield from list(self._provided)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
     def clear(self) -> None:
         self._items.clear()
+        self._provided.clear()
 
     def encoded(self) -> dict[str, str]:
         """Every current value as the fields of JSON the store would hold."""

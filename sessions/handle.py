@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 from sessions.data import SessionData
@@ -23,7 +23,7 @@ class Session:
     ``Session(store)`` starts a new session and ``Session(store, session_id, stored)`` holds the
     record ``stored``; :meth:`unloaded` makes a handle that reads its record on :meth:`load`, so
     a request that never needs its session never reaches the store. Until then, only
-    :meth:`load`, :attr:`loaded` and :attr:`store` may be used; the rest raise
+    :meth:`load`, :meth:`provide`, :attr:`loaded` and :attr:`store` may be used; the rest raise
     :class:`~sessions.errors.SessionNotLoaded`.
 
     A handle loaded from the store only ever updates that record: if the record ends while the
@@ -85,13 +85,18 @@ class Session:
 
     @property
     def has_data(self) -> bool:
-        """True when the current id holds values to store."""
+        """True when the current id holds values to store (provided ones do not count)."""
         self._check_loaded()
         return self._data.has_data
 
     def get_session(self) -> MutableMapping[str, Any]:
         self._check_loaded()
         return self._data
+
+    def provide(self, key: str, value: Any) -> None:
+        """Show ``value`` under ``key`` for this request only: never stored, never counted as
+        data, replaced by a stored value if the app assigns ``key``. Allowed before loading."""
+        self._data.provide(key, value)
 
     def get_session_id(self) -> str:
         self._check_loaded()
@@ -143,3 +148,31 @@ class Session:
                 "the session is not loaded: `await request.state.session.load()` first, "
                 "or install SessionMiddleware with autoload=True"
             )
+
+
+class SessionView(MutableMapping[str, Any]):
+    """The session's values at ``scope["session"]``, for code written against Starlette's
+    ``request.session`` (Authlib, CSRF middlewares, admin panels). Every access goes through
+    :meth:`Session.get_session`, so it follows ``clear_session`` and ``rotate``, and raises
+    :class:`~sessions.errors.SessionNotLoaded` before the session is loaded."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def __getitem__(self, key: str) -> Any:
+        return self._session.get_session()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._session.get_session()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._session.get_session()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._session.get_session())
+
+    def __len__(self) -> int:
+        return len(self._session.get_session())
+
+    def clear(self) -> None:
+        self._session.get_session().clear()

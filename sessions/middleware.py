@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse
 
 from sessions.cookie import SessionCookie
 from sessions.errors import SessionError, StoreUnavailable
-from sessions.handle import Session
+from sessions.handle import Session, SessionView
 from sessions.stores.base import SessionStore
 from sessions.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 
 class SessionMiddleware:
-    """Puts a :class:`~sessions.handle.Session` at ``scope["state"]["session"]``.
+    """Puts a :class:`~sessions.handle.Session` at ``scope["state"]["session"]``, and a view of
+    its values at ``scope["session"]`` (Starlette's ``request.session``).
 
     With ``autoload`` (the default) the record is read before the app runs; if the store fails,
     the app is not called and the answer is ``503 store_unavailable`` with ``Retry-After``.
@@ -78,6 +79,7 @@ class SessionMiddleware:
                 await self._unavailable(exc)(scope, receive, send)
                 return
         scope.setdefault("state", {})["session"] = session
+        scope["session"] = SessionView(session)
         # The id the client presents next time, once the response start settled it.
         settled = False
         client_id: str | None = None

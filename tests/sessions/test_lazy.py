@@ -143,6 +143,8 @@ async def test_using_the_session_before_loading_it_says_what_to_do() -> None:
             session.get_session,
             session.get_session_id,
             lambda: session.is_new,
+            lambda: request.session["user"],
+            lambda: "user" in request.session,
         ]
         for use in uses:
             with pytest.raises(SessionNotLoaded) as caught:
@@ -153,7 +155,7 @@ async def test_using_the_session_before_loading_it_says_what_to_do() -> None:
     app = Starlette(routes=[Route("/", endpoint)])
     async with client_for(SessionMiddleware(app, NoCalls(), SECRET, autoload=False)) as client:
         assert (await client.get("/", headers=signed_cookie())).status_code == 200
-    assert len(failures) == 3
+    assert len(failures) == 5
     for message in failures:
         assert "await request.state.session.load()" in message
         assert "autoload=True" in message
