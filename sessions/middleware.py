@@ -8,7 +8,7 @@ from typing import Literal
 
 from starlette.responses import JSONResponse
 
-from sessions.cookie import SessionCookie
+from sessions.cookie import Presented, SessionCookie
 from sessions.errors import SessionError, StoreUnavailable
 from sessions.handle import Session, SessionView
 from sessions.stores.base import SessionStore
@@ -34,6 +34,9 @@ class SessionMiddleware:
     saved when the app sends the last body chunk, before it reaches the client, and again when
     the app returns, raises or loses its client; data first set on a new id after the response
     started is not kept (a warning is logged), since its cookie could not be sent.
+
+    On a secure request the cookie is ``__Host-<cookie_name>`` (see :mod:`sessions.cookie`)
+    unless ``host_prefix`` is off; a plain one issued before is honoured and re-issued.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class SessionMiddleware:
         path: str = "/",
         domain: str | None = None,
         trust_forwarded_proto: bool = False,
+        host_prefix: bool = True,
     ) -> None:
         self.app = app
         self.store = store
@@ -62,6 +66,7 @@ class SessionMiddleware:
             path=path,
             domain=domain,
             trust_forwarded_proto=trust_forwarded_proto,
+            host_prefix=host_prefix,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,8 +75,8 @@ class SessionMiddleware:
             return
 
         secure = self.cookie.is_secure(scope)
-        presented = self.cookie.read(scope)
-        session = Session.unloaded(self.store, presented)
+        presented = self.cookie.read(scope, secure)
+        session = Session.unloaded(self.store, presented.session_id if presented else None)
         if self.autoload:
             try:
                 await session.load()
@@ -111,23 +116,30 @@ class SessionMiddleware:
             await save_if_reachable()
 
     async def _start_response(
-        self, session: Session, presented: str | None, secure: bool, message: Message
+        self, session: Session, presented: Presented | None, secure: bool, message: Message
     ) -> str | None:
-        """Add the cookie the client needs as the response starts (saving a session it must
+        """Add the cookies the client needs as the response starts (saving a session it must
         learn the id of first); the id the client then holds."""
+        name = self.cookie.name(secure)
         held = _held(session, presented)
+        presented_name = presented.name if presented else name
         session_id = session.get_session_id()
-        if session.has_data and session_id != held:
+        if session.has_data and (session_id != held or presented_name != name):
             await self._save(session)
-            self._add_cookie(message, session_id, secure)
+            self._add_cookie(message, name, session_id, secure)
+            if presented_name != name:
+                self._add_cookie(message, presented_name, None, secure)
             held = session_id
         elif held is not None and session_id != held:
-            self._add_cookie(message, None, secure)
+            self._add_cookie(message, presented_name, None, secure)
             held = None
         return held
 
-    def _add_cookie(self, message: Message, session_id: str | None, secure: bool) -> None:
-        message["headers"] = [*message.get("headers", ()), self.cookie.header(session_id, secure)]
+    def _add_cookie(
+        self, message: Message, name: str, session_id: str | None, secure: bool
+    ) -> None:
+        header = self.cookie.header(name, session_id, secure)
+        message["headers"] = [*message.get("headers", ()), header]
 
     async def _save(self, session: Session) -> None:
         try:
@@ -143,6 +155,6 @@ class SessionMiddleware:
         )
 
 
-def _held(session: Session, presented: str | None) -> str | None:
+def _held(session: Session, presented: Presented | None) -> str | None:
     """The live session id the request's cookie named (None for a new session)."""
-    return None if session.is_new else presented
+    return presented.session_id if presented and not session.is_new else None

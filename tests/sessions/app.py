@@ -134,11 +134,11 @@ class Sent:
         self.messages.append(message)
 
 
-def cookie_value(response: httpx.Response) -> str | None:
-    """The session cookie's value that ``response`` sets, if it sets one."""
+def cookie_value(response: httpx.Response, cookie: str = COOKIE) -> str | None:
+    """The value ``response`` sets the cookie ``cookie`` to, if it sets it."""
     for header in response.headers.get_list("set-cookie"):
         name, _, rest = header.partition("=")
-        if name == COOKIE:
+        if name == cookie:
             return rest.split(";")[0]
     return None
 
