@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from sessions.embedded import embedded_redis
-from sessions.errors import SerializationError, SessionError, StoreUnavailable
+from sessions.errors import (
+    SerializationError,
+    SessionError,
+    SessionNotLoaded,
+    StoreUnavailable,
+)
 from sessions.handle import Session
 from sessions.middleware import SessionMiddleware
 from sessions.serializer import dumps, loads, register_type
@@ -15,6 +20,7 @@ __all__ = [
     "Session",
     "SessionError",
     "SessionMiddleware",
+    "SessionNotLoaded",
     "SessionStore",
     "StoreUnavailable",
     "dumps",

@@ -7,7 +7,8 @@ therefore reserved. ``dumps`` is deterministic, so comparing its output detects 
 A type registered with ``segmented="items"`` is stored as several fields when it is a session
 value: a head field under the session key, and one field per element of its ``items`` list
 (``key<US>0``, ``key<US>1``, … with US = ``\x1f``). Appending to a long list then writes one
-small field, not the whole value again.
+small field, not the whole value again; any other change of the head rewrites every field, so
+a value is never left as a new head over segments it did not write.
 """
 
 from __future__ import annotations
@@ -127,6 +128,54 @@ def load_fields(key: str, fields: Mapping[str, str]) -> Any:
     except (KeyError, TypeError, ValueError) as exc:
         raise SerializationError(f"stored session value {key!r} is incomplete") from exc
     return _decode({_TYPE_KEY: head[_TYPE_KEY], _DATA_KEY: {**head[_DATA_KEY], attribute: items}})
+
+
+def fields_to_write(key: str, old: Mapping[str, str], new: Mapping[str, str]) -> dict[str, str]:
+    """The fields of ``new`` (the value under ``key``) a save writes over ``old`` (what the store
+    held of it, possibly damaged): the changed ones while the head is unchanged; the head and
+    the new segments when the value only grew; otherwise all of them."""
+    if old.get(key) == new[key]:
+        return {field: text for field, text in new.items() if old.get(field) != text}
+    appended = _appended(key, old, new)
+    if appended is None:
+        return dict(new)
+    return {key: new[key], **{field: new[field] for field in appended}}
+
+
+def _appended(key: str, old: Mapping[str, str], new: Mapping[str, str]) -> list[str] | None:
+    """The segment fields ``new`` adds when it is ``old`` with segments appended, else None."""
+    old_head, new_head = _split_head(old.get(key)), _split_head(new[key])
+    if old_head is None or new_head is None:
+        return None
+    (old_rest, old_count), (new_rest, new_count) = old_head, new_head
+    if old_rest != new_rest or old_count >= new_count:
+        return None
+    for index in range(old_count):
+        if old.get(segment_field(key, index)) != new[segment_field(key, index)]:
+            return None
+    return [segment_field(key, index) for index in range(old_count, new_count)]
+
+
+def _split_head(text: str | None) -> tuple[dict[str, Any], int] | None:
+    """A segmented head, as plain JSON without its segment count, and the count; else None."""
+    try:
+        head = None if text is None else json.loads(text)
+    except ValueError:
+        return None
+    if not (isinstance(head, dict) and head.keys() == {_TYPE_KEY, _DATA_KEY, _SEGMENTS_KEY}):
+        return None
+    segments = head[_SEGMENTS_KEY]
+    if not (isinstance(segments, list) and len(segments) == 2 and type(segments[1]) is int):
+        return None
+    return {**head, _SEGMENTS_KEY: segments[0]}, segments[1]
+
+
+def group_fields(fields: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``fields`` grouped by the session key they belong to."""
+    groups: dict[str, dict[str, str]] = {}
+    for field, text in fields.items():
+        groups.setdefault(field.split(SEGMENT_SEPARATOR, 1)[0], {})[field] = text
+    return groups
 
 
 def segment_field(key: str, index: int) -> str:

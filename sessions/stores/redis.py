@@ -8,10 +8,14 @@ lifetime spent deletes the record.
 
 Give the client ``socket_timeout`` and ``socket_connect_timeout`` (and a modest ``retry``): an
 outage then surfaces quickly as :class:`~sessions.errors.StoreUnavailable`, never as a hang.
+Every error of the client is that one error, with a fixed message (the detail goes to the log):
+connection, timeout, read-only replica, failover, MOVED/ASK or cluster down, out of memory, or
+any other reply error, and an ``OSError`` the client let through.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,13 +26,8 @@ from redis.asyncio import Redis
 from sessions.errors import StoreUnavailable
 from sessions.stores.base import SessionStore
 
-_OUTAGES = (
-    exceptions.ConnectionError,
-    exceptions.TimeoutError,
-    exceptions.ReadOnlyError,
-    exceptions.ClusterDownError,
-    exceptions.TryAgainError,
-)
+logger = logging.getLogger(__name__)
+
 _DATA = "d:"
 
 # Milliseconds left of the record's absolute lifetime, or nil (record deleted) when spent.
@@ -92,11 +91,12 @@ return redis.call('DEL', KEYS[1])
 
 
 @contextmanager
-def _unavailable_on_outage() -> Iterator[None]:
+def _unavailable_on_error() -> Iterator[None]:
     try:
         yield
-    except _OUTAGES as exc:
-        raise StoreUnavailable(f"session store unavailable: {exc}") from exc
+    except (exceptions.RedisError, OSError) as exc:
+        logger.warning("session store unavailable: %s: %s", type(exc).__name__, exc)
+        raise StoreUnavailable() from exc
 
 
 def _ms(seconds: float) -> int:
@@ -145,7 +145,7 @@ class RedisSessionStore(SessionStore):
         return ":".join((f"{self.prefix}session:{{{session_id}}}", *parts))
 
     async def load(self, session_id: str) -> dict[str, str] | None:
-        with _unavailable_on_outage():
+        with _unavailable_on_error():
             reply = await self._load(keys=[self.key(session_id)], args=self._expiry_args)
         if reply is None:
             return None
@@ -167,35 +167,35 @@ class RedisSessionStore(SessionStore):
         pairs = [item for key, value in changed.items() for item in (_DATA + key, value)]
         args: list[str | int] = [*self._expiry_args, int(create), len(changed), *pairs]
         args += [_DATA + key for key in deleted]
-        with _unavailable_on_outage():
+        with _unavailable_on_error():
             await self._save(keys=[self.key(session_id)], args=args)
 
     async def delete(self, session_id: str) -> None:
-        with _unavailable_on_outage():
+        with _unavailable_on_error():
             await self.redis.delete(self.key(session_id))
 
     async def acquire_lock(self, session_id: str, name: str, ttl: float) -> str | None:
         token = secrets.token_urlsafe(16)
-        with _unavailable_on_outage():
+        with _unavailable_on_error():
             acquired = await self.redis.set(
                 self.key(session_id, "lock", name), token, nx=True, px=_ms(ttl)
             )
         return token if acquired else None
 
     async def renew_lock(self, session_id: str, name: str, token: str, ttl: float) -> bool:
-        with _unavailable_on_outage():
+        with _unavailable_on_error():
             renewed = await self._renew_lock(
                 keys=[self.key(session_id, "lock", name)], args=[token, _ms(ttl)]
             )
         return bool(renewed)
 
     async def release_lock(self, session_id: str, name: str, token: str) -> bool:
-        with _unavailable_on_outage():
+        with _unavailable_on_error():
             released = await self._release_lock(
                 keys=[self.key(session_id, "lock", name)], args=[token]
             )
         return bool(released)
 
     async def ping(self) -> None:
-        with _unavailable_on_outage():
+        with _unavailable_on_error():
             await self.redis.ping()

@@ -1,8 +1,11 @@
-"""A tiny app that exposes its session, for tests of the middleware."""
+"""A tiny app that exposes its session, for tests of the middleware.
+
+Its routes load the session themselves, so they work with ``autoload`` on and off alike."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,23 +29,29 @@ def session_of(request: Request) -> Session:
     return session
 
 
-async def read(request: Request) -> JSONResponse:
+async def loaded(request: Request) -> Session:
     session = session_of(request)
+    await session.load()
+    return session
+
+
+async def read(request: Request) -> JSONResponse:
+    session = await loaded(request)
     return JSONResponse({"id": session.get_session_id(), "data": dict(session.get_session())})
 
 
 async def write(request: Request) -> JSONResponse:
-    session_of(request).get_session().update(await request.json())
+    (await loaded(request)).get_session().update(await request.json())
     return await read(request)
 
 
 async def rotate(request: Request) -> JSONResponse:
-    await session_of(request).rotate()
+    await (await loaded(request)).rotate()
     return await read(request)
 
 
 async def clear(request: Request) -> JSONResponse:
-    await session_of(request).clear_session()
+    await (await loaded(request)).clear_session()
     return JSONResponse({})
 
 
@@ -51,8 +60,10 @@ async def untouched(request: Request) -> Response:
 
 
 async def stream(request: Request) -> StreamingResponse:
-    """Sets ``streamed`` only after the headers and a first chunk went out."""
-    data = session_of(request).get_session()
+    """Sets ``started`` before the response starts (so a new session gets its cookie) and
+    ``streamed`` only after the headers and a first chunk went out."""
+    data = (await loaded(request)).get_session()
+    data["started"] = True
 
     async def body() -> AsyncIterator[bytes]:
         yield b"first "
@@ -123,10 +134,18 @@ class Sent:
         self.messages.append(message)
 
 
-def cookie_value(response: httpx.Response) -> str | None:
-    """The session cookie's value that ``response`` sets, if it sets one."""
+def cookie_value(response: httpx.Response, cookie: str = COOKIE) -> str | None:
+    """The value ``response`` sets the cookie ``cookie`` to, if it sets it."""
     for header in response.headers.get_list("set-cookie"):
         name, _, rest = header.partition("=")
-        if name == COOKIE:
+        if name == cookie:
             return rest.split(";")[0]
     return None
+
+
+def unused_port() -> int:
+    """A loopback port nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

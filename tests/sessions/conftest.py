@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import httpx
@@ -11,7 +10,7 @@ from redis.backoff import NoBackoff
 
 from sessions import RedisSessionStore
 
-from .app import client_for, make_app
+from .app import client_for, make_app, unused_port
 
 
 @pytest.fixture
@@ -28,12 +27,9 @@ async def client(store: RedisSessionStore) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def unreachable_redis() -> Redis:
     """A client for a port nobody listens on, with the short timeouts apps should set."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     return Redis(
         host="127.0.0.1",
-        port=port,
+        port=unused_port(),
         socket_connect_timeout=0.5,
         socket_timeout=0.5,
         retry=Retry(NoBackoff(), retries=0),

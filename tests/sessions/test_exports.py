@@ -12,6 +12,7 @@ def test_the_public_surface_is_exactly_this() -> None:
         "Session",
         "SessionError",
         "SessionMiddleware",
+        "SessionNotLoaded",
         "SessionStore",
         "StoreUnavailable",
         "dumps",

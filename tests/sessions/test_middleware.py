@@ -127,7 +127,7 @@ async def test_clearing_deletes_the_data_and_expires_the_cookie(
 async def test_changes_made_while_streaming_are_kept(client: httpx.AsyncClient) -> None:
     streamed = await client.get("/stream")
     assert streamed.text == "first last"
-    assert (await client.get("/")).json()["data"] == {"streamed": True}
+    assert (await client.get("/")).json()["data"] == {"started": True, "streamed": True}
 
 
 async def test_the_last_chunk_reaches_the_client_only_once_saved(
@@ -142,7 +142,7 @@ async def test_the_last_chunk_reaches_the_client_only_once_saved(
             seen_at_end.append(await store.load(session_id))
 
     await make_app(store)(scope, one_request(), send)
-    assert seen_at_end == [{"streamed": "true"}]
+    assert seen_at_end == [{"started": "true", "streamed": "true"}]
 
 
 async def test_changes_are_kept_when_the_client_disconnects(store: RedisSessionStore) -> None:
@@ -153,6 +153,7 @@ async def test_changes_are_kept_when_the_client_disconnects(store: RedisSessionS
         session = session_of(request)
         session_ids.append(session.get_session_id())
         data = session.get_session()
+        data["progress"] = 0
 
         async def body() -> AsyncIterator[bytes]:
             data["progress"] = 1

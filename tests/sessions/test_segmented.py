@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from sessions import SerializationError, Session, register_type
-from sessions.serializer import SEGMENT_SEPARATOR, dump_fields, load_fields
+from sessions.serializer import SEGMENT_SEPARATOR, dump_fields, fields_to_write, load_fields
 
 from .test_handle import RecordingStore
 
@@ -40,6 +40,43 @@ def test_fields_round_trip() -> None:
     fields = dump_fields("log", log)
     assert sorted(fields) == ["log", f"log{SEGMENT_SEPARATOR}0", f"log{SEGMENT_SEPARATOR}1"]
     assert load_fields("log", fields) == log
+
+
+def segments(count: int, title: str = "log") -> dict[str, str]:
+    return dump_fields("log", Log(title, [{"n": n} for n in range(count)]))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "written"),
+    [
+        (segments(3), segments(5), ["log", "log\x1f3", "log\x1f4"]),
+        (segments(3), {**segments(3), "log\x1f1": '{"n":"edited"}'}, ["log\x1f1"]),
+        (segments(3), segments(3, "renamed"), ["log", "log\x1f0", "log\x1f1", "log\x1f2"]),
+        (segments(3), segments(2), ["log", "log\x1f0", "log\x1f1"]),
+        (segments(3), {**segments(4), "log\x1f0": '{"n":"edited"}'}, sorted(segments(4))),
+        ({"log": "[1]"}, segments(1), ["log", "log\x1f0"]),
+        (segments(0), segments(1), ["log", "log\x1f0"]),
+        ({}, segments(2), ["log", "log\x1f0", "log\x1f1"]),
+    ],
+    ids=[
+        "append",
+        "edit with the same head",
+        "head changed",
+        "shrunk",
+        "grown and edited",
+        "became segmented",
+        "first segment",
+        "new",
+    ],
+)
+def test_what_a_save_writes(old: dict[str, str], new: dict[str, str], written: list[str]) -> None:
+    assert sorted(fields_to_write("log", old, new)) == written
+
+
+def test_growing_over_a_missing_segment_writes_the_value_whole() -> None:
+    damaged = segments(3)
+    del damaged[f"log{SEGMENT_SEPARATOR}1"]
+    assert fields_to_write("log", damaged, segments(4)) == segments(4)
 
 
 def test_a_missing_segment_is_a_serialization_error() -> None:

@@ -2,14 +2,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import fakeredis
 import pytest
+import redis as sync_redis
 from redis import exceptions
 from redis.asyncio import Redis
 
 from sessions import RedisSessionStore, StoreUnavailable
 from sessions.handle import new_session_id
+from tests.servers import RedisProcess
+
+from ..app import unused_port
 
 
 async def test_unknown_ids_load_as_none(store: RedisSessionStore) -> None:
@@ -135,10 +140,23 @@ async def test_an_unreachable_server_raises_store_unavailable(unreachable_redis:
         exceptions.TimeoutError("timeout"),
         exceptions.ReadOnlyError("replica"),
         exceptions.TryAgainError("migrating"),
+        exceptions.MovedError("1 127.0.0.1:1"),
+        exceptions.AskError("1 127.0.0.1:1"),
+        exceptions.ResponseError("MOVED 1 127.0.0.1:1"),
+        exceptions.ResponseError("WRONGTYPE Operation against a key"),
+        exceptions.OutOfMemoryError("OOM command not allowed"),
+        exceptions.NoPermissionError("NOPERM"),
+        exceptions.RedisError("anything else"),
+        ConnectionResetError("reset by peer"),
+        OSError("no route to host 127.0.0.1:1"),
     ],
+    ids=lambda error: type(error).__name__,
 )
-async def test_outages_are_translated_at_the_boundary(
-    store: RedisSessionStore, monkeypatch: pytest.MonkeyPatch, error: Exception
+async def test_every_redis_error_is_translated_at_the_boundary(
+    store: RedisSessionStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
 ) -> None:
     async def fail() -> None:
         raise error
@@ -147,17 +165,8 @@ async def test_outages_are_translated_at_the_boundary(
     with pytest.raises(StoreUnavailable) as caught:
         await store.ping()
     assert caught.value.__cause__ is error
-
-
-async def test_other_redis_errors_are_not_outages(
-    store: RedisSessionStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def fail() -> None:
-        raise exceptions.ResponseError("WRONGTYPE")
-
-    monkeypatch.setattr(store.redis, "ping", fail)
-    with pytest.raises(exceptions.ResponseError):
-        await store.ping()
+    assert str(caught.value) == "session store unavailable"
+    assert str(error) in caplog.text  # the detail is in the log, not in the error
 
 
 def test_timeouts_must_be_positive(redis: Redis) -> None:
@@ -205,6 +214,44 @@ async def test_expiry_follows_the_redis_clock_not_the_apps(
     await store.save(session_id, {"a": "1"}, ())
     monkeypatch.setattr(time, "time", lambda: 10.0**10)
     assert await store.load(session_id) == {"a": "1"}
+
+
+def read_only_replica(server: RedisProcess) -> None:
+    """Make ``server`` a replica of a primary that does not exist, serving no stale data."""
+    with sync_redis.Redis(port=server.port) as admin:
+        admin.config_set("replica-serve-stale-data", "no")
+        admin.replicaof("127.0.0.1", unused_port())
+
+
+def out_of_memory(server: RedisProcess) -> None:
+    """Make ``server`` refuse every write that needs memory."""
+    with sync_redis.Redis(port=server.port) as admin:
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", "1")
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("failure", [read_only_replica, out_of_memory])
+async def test_a_server_that_answers_errors_raises_store_unavailable(
+    private_redis: RedisProcess, failure: Callable[[RedisProcess], None]
+) -> None:
+    client = Redis.from_url(private_redis.url)
+    store = RedisSessionStore(client)
+    session_id = new_session_id()
+    await store.save(session_id, {"a": "1"}, ())
+    failure(private_redis)
+    calls: list[Awaitable[object]] = [
+        store.save(session_id, {"a": "2"}, ()),
+        store.acquire_lock(session_id, "lease", 1),
+    ]
+    if failure is read_only_replica:
+        calls += [store.load(session_id), store.ping()]
+    for call in calls:
+        with pytest.raises(StoreUnavailable) as caught:
+            await call
+        assert str(caught.value) == "session store unavailable"
+        assert isinstance(caught.value.__cause__, exceptions.ResponseError)
+    await client.aclose()
 
 
 @pytest.mark.redis
