@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from sessions import RedisSessionStore, SessionMiddleware
 from sessions.embedded import embedded_redis
@@ -26,6 +27,7 @@ from .chat_stream import ChatStream
 from .errors import ChatStreamError, MethodNotAllowed, NotFound
 from .http.errors import error_response
 from .http.guard import HostGuard
+from .http.identity import TrustedUserHeader
 from .keys import DEFAULT_PREFIX
 from .settings import ConfigError, Settings
 
@@ -69,8 +71,16 @@ def create_app(
         store=RedisSessionStore(redis, prefix=DEFAULT_PREFIX),
         secret_key=secret_keys,
         cookie_name=settings.cookie_name,
+        autoload=False,  # loaded by the routes that use it: probes and assets cost nothing
     )
     app.add_middleware(HostGuard, allowed_hosts=hosts)
+    # The client address and scheme from X-Forwarded-For/-Proto, from trusted proxies only
+    # (uvicorn's own proxy headers are off in chatstream serve: the user header must see the
+    # peer's address before this rewrites it).
+    trusted = settings.trusted_proxies
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted)
+    if settings.trusted_user_header:
+        app.add_middleware(TrustedUserHeader, header=settings.trusted_user_header, trusted=trusted)
     app.state.chat_stream = chat_stream
     chat_stream.mount(app)
     return app

@@ -1,4 +1,8 @@
-"""ChatStream: the object a FastAPI app holds, and its one-call request handler."""
+"""ChatStream: the object a FastAPI app holds, and its one-call request handler.
+
+Why one module: ChatStream is the one object users configure, and its constructor takes every
+setting by name (the README's list), which is most of its length.
+"""
 
 from __future__ import annotations
 
@@ -21,14 +25,17 @@ from .chat.outcome import CompletionCallback
 from .chat.params import GenerationSettings
 from .chat.run import Services
 from .config import AccessConfig, AdmissionConfig, ConversationLimits, RequestLimits
+from .conversations.access import ConversationAccess, ConversationPolicy
 from .conversations.owners import OwnerRule, signed_in_user
 from .conversations.prompt import ChatPrompt
+from .conversations.redis_store import RedisConversationStore
+from .conversations.store import ConversationStore
 from .engines.base import Engine, GenerationParams, GenerationRequest
 from .engines.config import BatchingConfig
 from .errors import ServiceUnavailable
 from .http.chat import chat_stream_endpoint
 from .http.routes import build_router
-from .keys import CHAT_PROMPT, GENERATION_PARAMS, READY_PROBE
+from .keys import GENERATION_PARAMS, READY_PROBE
 from .metrics import Metrics
 
 
@@ -70,6 +77,8 @@ class ChatStream:
         max_per_client: int = AdmissionConfig.max_per_client,
         rate_limit: int = AdmissionConfig.rate_limit,
         owner: OwnerRule | None = None,
+        conversation_store: ConversationStore | None = None,
+        max_conversations: int = ConversationLimits.max_conversations,
         on_feedback: FeedbackHook | None = None,
         api_keys: Sequence[str] = AccessConfig.api_keys,
         api_keys_scope: Literal["v1", "all"] = AccessConfig.api_keys_scope,
@@ -123,7 +132,9 @@ class ChatStream:
             rate_limit=rate_limit,
         )
         self.conversation_limits = ConversationLimits(
-            max_messages=max_messages, max_conversation_bytes=max_conversation_bytes
+            max_messages=max_messages,
+            max_conversation_bytes=max_conversation_bytes,
+            max_conversations=max_conversations,
         )
         self.on_feedback = on_feedback
         self.access = AccessConfig(
@@ -135,6 +146,8 @@ class ChatStream:
         self._admission = admission
         self._redis = redis
         self._services: Services | None = None
+        self._conversation_store = conversation_store
+        self._policy: ConversationPolicy | None = None
         self.owner_rule: OwnerRule = owner or signed_in_user
 
     @classmethod
@@ -180,35 +193,49 @@ class ChatStream:
         *,
         request_id: str,
         stop: Sequence[str] = (),
+        assistant_prefix: str = "",
     ) -> GenerationRequest:
-        """Ask for the next reply of ``history``: its oldest turns dropped to fit the context
+        """Ask for the next reply of ``history`` (going on from ``assistant_prefix``, a reply
+        being continued): its oldest turns dropped to fit the context with room for the reply
         (413 when even the last turn does not), rendered, with this chat's stop strings and
         ``stop`` added."""
-        history.bind(
-            self.engine.renderer,
-            context_len=self.context_len,
-            max_new_tokens=settings.max_new_tokens,
-        )
+        renderer = self.engine.renderer
+        reply_room = settings.max_new_tokens
+        if assistant_prefix:
+            reply_room += renderer.count_tokens(assistant_prefix)
+        history.bind(renderer, context_len=self.context_len, max_new_tokens=reply_room)
         messages = history.fitted_messages()
         return GenerationRequest(
-            prompt=self.engine.renderer.render(messages, add_generation_prompt=True),
+            prompt=renderer.render(messages, add_generation_prompt=True) + assistant_prefix,
             params=replace(settings.to_params(), stop=(*self.stop, *stop)),
             messages=messages,
             request_id=request_id,
+            assistant_prefix=assistant_prefix,
         )
 
-    # -- session state -------------------------------------------------------------------------
+    # -- conversations and session state ---------------------------------------------------------
 
-    def load_history(self, session: Session) -> ChatPrompt:
-        """The session's conversation (a new one with the system prompt if it has none)."""
-        history = session.get_session().get(CHAT_PROMPT)
-        if not isinstance(history, ChatPrompt):
-            history = ChatPrompt(self.system_prompt)
-        return history.bind(
+    def bind(self, prompt: ChatPrompt) -> ChatPrompt:
+        """``prompt`` with this chat's renderer and limits, so ``create_prompt()`` works."""
+        return prompt.bind(
             self.engine.renderer,
             context_len=self.context_len,
             max_new_tokens=self.defaults.max_new_tokens,
         )
+
+    def conversations(self, request: Request) -> ConversationAccess:
+        """The conversations of ``request``'s owner (its session loaded)."""
+        session = request.state.session
+        if self._policy is None:
+            store = self._conversation_store
+            if store is None:
+                idle = getattr(session.store, "idle_timeout", None)
+                ttl = {} if idle is None else {"anonymous_ttl": idle}
+                store = RedisConversationStore(self.redis_for(session), **ttl)
+            self._policy = ConversationPolicy(
+                store, self.owner_rule, self.conversation_limits, self.system_prompt, self.bind
+            )
+        return ConversationAccess(self._policy, request, session)
 
     def generation_settings(self, session: Session) -> GenerationSettings:
         """This chat's defaults, overridden by what the session set (within today's limits)."""

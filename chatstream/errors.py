@@ -59,6 +59,10 @@ class ChatStreamError(Exception):
         """The headers the answer carries besides its JSON body."""
         return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
+    def details(self) -> dict[str, str]:
+        """Fields the JSON error carries besides ``code`` and ``message``."""
+        return {}
+
 
 class InvalidJSON(ChatStreamError):
     status = 400
@@ -114,8 +118,18 @@ class Unauthorized(ChatStreamError):
 
 
 class SessionBusy(ChatStreamError):
+    """A reply of the conversation is generating: ``message_id`` names it (follow it with
+    ``GET /chat_stream/{message_id}``)."""
+
     status = 409
     code = "session_busy"
+
+    def __init__(self, message: str, *, message_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message_id = message_id
+
+    def details(self) -> dict[str, str]:
+        return {} if self.message_id is None else {"message_id": self.message_id}
 
 
 class NothingToRegenerate(ChatStreamError):

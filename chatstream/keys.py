@@ -141,8 +141,13 @@ class OwnerKeys:
         return cls(index=base + ":conversations", summaries=base + ":summaries")
 
 
+def valid_id(identifier: str) -> bool:
+    """Whether ``identifier`` may be an id of ours (and go inside a hash tag)."""
+    return 0 < len(identifier) <= 64 and all(c.isalnum() or c in "-_" for c in identifier)
+
+
 def _checked(identifier: str) -> str:
     """An id that may go inside a hash tag (our ids are hex; a client's are checked first)."""
-    if not identifier or not all(c.isalnum() or c in "-_" for c in identifier):
+    if not valid_id(identifier):
         raise ValueError(f"not an id: {identifier!r}")
     return identifier

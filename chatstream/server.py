@@ -67,6 +67,7 @@ def run(app: Any, *, host: str, port: int, limits: ServerLimits, log_level: str)
         http=protocol,
         h11_max_incomplete_event_size=limits.max_header_bytes,
         limit_concurrency=limits.max_connections,
+        proxy_headers=False,  # the app applies them (chatstream.app), after the user header
         timeout_keep_alive=int(limits.keep_alive_timeout),
         log_level=log_level,
         log_config=None,  # uvicorn's loggers go through chatstream's handler

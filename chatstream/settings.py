@@ -120,6 +120,18 @@ class Settings:
         "Host names the server answers to, comma-separated ('*' = any); unset = the loopback "
         "names when bound to loopback, else any (with a warning)",
     )
+    trusted_user_header: str | None = setting(
+        None,
+        "CHATSTREAM_TRUSTED_USER_HEADER",
+        "a header naming the signed-in user (X-Forwarded-User), set by an authenticating proxy; "
+        "honoured only from FORWARDED_ALLOW_IPS; unset = none",
+    )
+    forwarded_allow_ips: str = setting(
+        "127.0.0.1,::1",
+        "FORWARDED_ALLOW_IPS",
+        "proxy addresses (or networks) whose X-Forwarded-For/-Proto and trusted user header "
+        "count, comma-separated; * = any (uvicorn's own variable)",
+    )
     max_new_tokens_limit: int = setting(
         RequestLimits.max_new_tokens_limit,
         "CHATSTREAM_MAX_NEW_TOKENS_LIMIT",
@@ -189,6 +201,10 @@ class Settings:
             )
         except ValueError as exc:
             raise ConfigError(f"{env_name('api_keys')}: {exc}") from None
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        return _comma_list(self.forwarded_allow_ips)
 
     @property
     def server_limits(self) -> ServerLimits:

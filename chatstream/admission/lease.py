@@ -1,4 +1,4 @@
-"""The per-session generation lease: one generation per session at a time, cluster-wide."""
+"""The conversation lease: one reply at a time per conversation, cluster-wide."""
 
 from __future__ import annotations
 
@@ -7,41 +7,37 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from sessions import Session, StoreUnavailable
-
-from ..errors import ServiceUnavailable, SessionBusy
-from ..keys import GENERATION_LEASE
+from ..conversations.store import ConversationLease
+from ..errors import ChatStreamError, SessionBusy
 from ..tasks import Renewal
 
 logger = logging.getLogger("chatstream")
 
 
 @contextlib.asynccontextmanager
-async def session_lease(session: Session, ttl: float) -> AsyncIterator[asyncio.Event]:
-    """Hold the session's generation lease; yields an event set if the lease was lost.
+async def conversation_lease(
+    lease: ConversationLease, message_id: str, ttl: float
+) -> AsyncIterator[asyncio.Event]:
+    """Hold ``lease`` for the reply ``message_id``; yields an event set if the lease was lost.
 
     The lease lives in the store with a TTL and is renewed every ``ttl / 3`` while held, so a
-    crashed instance frees it within ``ttl``. Raises :class:`SessionBusy` when another request
-    of this session holds it.
+    crashed instance frees it within ``ttl``. Raises :class:`SessionBusy` (naming the reply that
+    runs, so that the client can follow it instead) when another reply holds it.
     """
-    try:
-        token = await session.acquire_lock(GENERATION_LEASE, ttl)
-    except StoreUnavailable as exc:
-        raise ServiceUnavailable(
-            "the session store is unavailable", retry_after=exc.retry_after
-        ) from exc
+    token = await lease.acquire(message_id, ttl)
     if token is None:
-        raise SessionBusy("this session is already generating a reply")
+        running = await lease.running()
+        raise SessionBusy("this conversation is already generating a reply", message_id=running)
 
     async def renew() -> bool:
-        return await session.renew_lock(GENERATION_LEASE, token, ttl)
+        return await lease.renew(token, ttl)
 
-    renewal = Renewal(renew, ttl, what="a session lease")
+    renewal = Renewal(renew, ttl, what="a conversation lease")
     try:
         yield renewal.lost
     finally:
         await renewal.stop()
         try:
-            await asyncio.shield(session.release_lock(GENERATION_LEASE, token))
-        except StoreUnavailable:
-            logger.warning("could not release a session lease; it expires in %.0f s", ttl)
+            await asyncio.shield(lease.release(token))
+        except ChatStreamError:
+            logger.warning("could not release a conversation lease; it expires in %.0f s", ttl)

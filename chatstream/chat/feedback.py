@@ -25,6 +25,7 @@ class FeedbackBody(BaseModel):
 
     message_id: str = Field(min_length=1, max_length=128)
     is_like: bool
+    conversation_id: str | None = Field(None, min_length=1, max_length=64)
     form_data: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("form_data")

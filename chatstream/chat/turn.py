@@ -1,9 +1,14 @@
-"""One chat turn: lease, queue, generate, persist, release, callback.
+"""One chat turn: plan it, hold its conversation's lease, queue, generate, store, callback.
 
-A :class:`TurnRun` is a :class:`~chatstream.chat.run.GenerationRun` that also holds the
-session's generation lease while it queues and generates, stores the turn (the reply so far,
-however the stream ended) before the permit and the lease are released, and runs the
-completion callback last.
+A turn changes its conversation from one position on: a new message is appended with its
+reply; a regenerate replaces the last reply; an edit replaces a user message and drops what came
+after it; a continue extends the last reply, cut at the length limit or stopped. :func:`plan_turn`
+says which messages go and what the model answers; :class:`TurnRun`, a
+:class:`~chatstream.chat.run.GenerationRun`, holds the conversation's lease (one reply at a
+time per conversation, cluster-wide) while it queues and generates, stores the messages and the
+reply (however the stream ended, once it produced something) before the permit and the lease
+are released, and runs the completion callback last. A turn refused or abandoned before its
+first token leaves the conversation exactly as it was.
 """
 
 from __future__ import annotations
@@ -12,42 +17,99 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from starlette.requests import Request
 
-from sessions import Session, StoreUnavailable
-
-from ..admission.lease import session_lease
+from ..admission.lease import conversation_lease
 from ..config import ConversationLimits
-from ..conversations.prompt import ChatPrompt
+from ..conversations.access import ConversationAccess, new_message_id
+from ..conversations.prompt import ChatPrompt, Message
+from ..conversations.store import Conversation
 from ..engines.base import GenerationRequest
-from ..errors import ConversationFull
-from ..keys import CHAT_PROMPT, FEEDBACK
+from ..errors import (
+    ChatStreamError,
+    ConversationFull,
+    NotFound,
+    NothingToContinue,
+    NothingToRegenerate,
+)
 from .outcome import CompletionCallback, Outcome, run_callback
 from .run import GenerationRun, Services
 
 logger = logging.getLogger("chatstream")
 
+Action = Literal["say", "regenerate", "edit", "continue"]
+CONTINUABLE = ("length", "cancelled")
+"""How a reply ended that ``continue`` can extend."""
 
-def prepare_turn(history: ChatPrompt, user_input: str | None, limits: ConversationLimits) -> None:
-    """Make ``history`` the conversation to reply to: ``user_input`` appended, or, when it is
-    ``None``, the last reply dropped (a regenerate; 409 ``nothing_to_regenerate`` without a
-    user turn). A conversation with no room left for the turn and its reply is 409
-    ``conversation_full``: nothing is ever dropped to make room."""
-    if user_input is None:
-        history.drop_last_reply()
-        return
-    messages, size = history.size()
-    if messages + 2 > limits.max_messages:
+
+@dataclass(slots=True)
+class TurnPlan:
+    """The messages from ``start`` on are replaced by ``pending`` (a new or edited user
+    message, or nothing) and the reply; ``history`` is what the reply answers, and
+    ``continues`` the reply it extends, if any."""
+
+    start: int
+    pending: list[Message]
+    history: ChatPrompt
+    continues: Message | None = None
+
+
+def plan_turn(
+    conversation: Conversation,
+    action: Action,
+    limits: ConversationLimits,
+    *,
+    text: str | None = None,
+    message_id: str | None = None,
+) -> TurnPlan:
+    """What the turn ``action`` does to ``conversation`` (409 when there is nothing to do it
+    on, or no room for it: nothing is ever dropped to make room; 404 for an edit of a message
+    that is not one of its user messages)."""
+    prompt = conversation.prompt
+    messages = prompt.messages
+    if action == "say":
+        assert text is not None
+        start, pending = len(messages), [Message("user", text, new_message_id())]
+    elif action == "edit":
+        assert text is not None
+        start = next(
+            (i for i, m in enumerate(messages) if m.role == "user" and m.message_id == message_id),
+            -1,
+        )
+        if start < 0:
+            raise NotFound("this conversation has no user message with that id")
+        pending = [Message("user", text, message_id)]
+    elif action == "regenerate":
+        if not any(m.role == "user" for m in messages):
+            raise NothingToRegenerate("there is no user turn to regenerate a reply for")
+        start = len(messages) - (1 if messages[-1].role == "assistant" else 0)
+        pending = []
+    else:
+        last = messages[-1] if messages else None
+        if last is None or last.role != "assistant" or last.finish_reason not in CONTINUABLE:
+            raise NothingToContinue(
+                "there is no reply cut at the length limit or stopped to continue"
+            )
+        start, pending = len(messages) - 1, []
+        return TurnPlan(start, pending, ChatPrompt(prompt.system_prompt, messages[:start]), last)
+    kept = [*messages[:start], *pending]
+    if pending:
+        _check_room(kept, limits)
+    return TurnPlan(start, pending, ChatPrompt(prompt.system_prompt, kept))
+
+
+def _check_room(messages: Sequence[Message], limits: ConversationLimits) -> None:
+    if len(messages) + 1 > limits.max_messages:
         raise ConversationFull(
             f"this conversation has reached {limits.max_messages} messages: start a new one"
         )
-    if size + len(user_input.encode()) > limits.max_conversation_bytes:
+    if sum(len(m.content.encode()) for m in messages) > limits.max_conversation_bytes:
         raise ConversationFull(
             f"this conversation has reached {limits.max_conversation_bytes} bytes: start a new one"
         )
-    history.add_user_message(user_input)
 
 
 @dataclass(slots=True)
@@ -55,15 +117,18 @@ class ChatTurn:
     """What the handler prepared before the run starts."""
 
     request: Request
-    session: Session
-    history: ChatPrompt  # the conversation with this turn's user message, not yet stored
+    access: ConversationAccess
+    owner: str
+    conversation: Conversation
+    plan: TurnPlan
     message_id: str
     callback: CompletionCallback | None
     lease_ttl: float
+    stored: Conversation | None = field(default=None)
 
 
 class TurnRun(GenerationRun):
-    """Generates the reply of ``turn`` and stores it in the session."""
+    """Generates the reply of ``turn`` and stores it in its conversation."""
 
     def __init__(
         self,
@@ -78,33 +143,41 @@ class TurnRun(GenerationRun):
         self.turn = turn
 
     async def hold(self, stack: contextlib.AsyncExitStack) -> Sequence[asyncio.Event]:
-        lease_lost = await stack.enter_async_context(
-            session_lease(self.turn.session, self.turn.lease_ttl)
+        turn = self.turn
+        lease = turn.access.store.lease(turn.conversation.info.id)
+        lost = await stack.enter_async_context(
+            conversation_lease(lease, turn.message_id, turn.lease_ttl)
         )
-        return (lease_lost,)
+        return (lost,)
 
     async def settle(self) -> bool:
-        """Store the turn with its reply so far; False when the store could not be reached."""
+        """Store the turn with its reply so far; False when it could not be stored."""
         reply, turn = self.reply, self.turn
         assert reply.finish_reason is not None
-        turn.history.set_reply(
-            reply.text,
-            message_id=turn.message_id,
-            finish_reason=reply.finish_reason,
-            prompt_tokens=reply.prompt_tokens,
-            completion_tokens=reply.completion_tokens,
+        before = turn.plan.continues
+        message = Message(
+            "assistant",
+            (before.content if before else "") + reply.text,
+            turn.message_id,
+            reply.finish_reason,
+            reply.prompt_tokens,
+            ((before.completion_tokens or 0) if before else 0) + reply.completion_tokens,
         )
-        data = turn.session.get_session()
-        data[CHAT_PROMPT] = turn.history
-        feedback = data.get(FEEDBACK)
-        if feedback:  # a regenerated reply's feedback goes with it
-            kept = {message.message_id for message in turn.history.messages}
-            data[FEEDBACK] = {mid: entry for mid, entry in feedback.items() if mid in kept}
         try:
-            await turn.session.save_session()
-        except StoreUnavailable:
-            logger.error("could not store the reply %s: session store unavailable", turn.message_id)
+            stored = await turn.access.store.write(
+                turn.owner,
+                turn.conversation,
+                start=turn.plan.start,
+                messages=[*turn.plan.pending, message],
+            )
+        except ChatStreamError:
+            logger.error("could not store the reply %s: the store is unavailable", turn.message_id)
             return False
+        if stored is None:
+            logger.error("could not store the reply %s: its conversation changed", turn.message_id)
+            return False
+        turn.stored = stored
+        turn.access.show(stored.prompt)
         return True
 
     async def finished(self, outcome: Outcome) -> None:

@@ -205,10 +205,11 @@ class RedisConversationStore(ConversationStore):
         )
 
     async def delete(self, owner: str, conversation_id: str) -> bool:
+        # Listed by the owner, or loaded as the owner's: a damaged record goes too.
         conversation = await self.load(owner, conversation_id)
         listed = await self._call("unlist", self._owner(owner), conversation_id)
-        if conversation is None:
-            return bool(listed)
+        if conversation is None and not listed:
+            return False
         keys = self._conversation(conversation_id)
         with _unavailable_on_error():
             await self.redis.delete(keys.record, keys.lease)

@@ -45,6 +45,10 @@ class GenerationRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
     messages: Sequence[dict[str, str]] = ()
     request_id: str = ""
+    assistant_prefix: str = ""
+    """The start of the reply, already written (a reply being continued): the prompt ends with
+    it after the assistant's turn opens, and the model goes on from there. Plain text, like
+    message contents; the engine's reply holds only what comes after it."""
 
 
 @dataclass(frozen=True, slots=True)

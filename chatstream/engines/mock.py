@@ -32,6 +32,17 @@ def mock_reply(messages: Sequence[dict[str, str]]) -> list[str]:
     return [words[0], *(f" {word}" for word in words[1:])]
 
 
+def _after(tokens: list[str], prefix: str) -> list[str]:
+    """The tokens that continue ``prefix``: those after it when it starts the reply, else the
+    whole reply (as a model would go on in its own way)."""
+    text = ""
+    for index, token in enumerate(tokens):
+        if text == prefix:
+            return tokens[index:]
+        text += token
+    return [] if text == prefix else tokens
+
+
 class MockEngine:
     """Streams :func:`mock_reply` at one token per ``token_delay`` seconds.
 
@@ -72,7 +83,7 @@ class MockEngine:
         params = request.params
         stops = StopStringFilter((*params.stop, *self.stop_strings))
         prompt_tokens = self._renderer.count_tokens(request.prompt)
-        reply = mock_reply(request.messages)
+        reply = _after(mock_reply(request.messages), request.assistant_prefix)
         generated = 0
         for token in reply[: params.max_new_tokens]:
             if not await self._wait_one_token():

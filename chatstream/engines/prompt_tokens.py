@@ -65,10 +65,17 @@ class PromptTokenizer:
     ) -> list[int]:
         """The token ids of ``renderer``'s prompt for ``messages``."""
         wrapped = [{**message, "content": self._wrap(message["content"])} for message in messages]
-        prompt = renderer.render(wrapped, add_generation_prompt=add_generation_prompt)
+        return self._ids(renderer.render(wrapped, add_generation_prompt=add_generation_prompt))
+
+    def encode_text(self, text: str) -> list[int]:
+        """The ids of ``text`` outside any template (a reply's start), as plain text."""
+        return self._ids(self._wrap(text))
+
+    def _ids(self, marked: str) -> list[int]:
+        """The ids of text whose special tokens to keep as text are wrapped in markers."""
         # [text, wrapped token, text, ...]; a lone marker (the template split a wrapped token,
         # or changed it) is dropped, but still parts the text around it.
-        pieces = self._wrapped.split(prompt)
+        pieces = self._wrapped.split(marked)
         ids: list[int] = []
         for index, piece in enumerate(pieces):
             if index % 2:

@@ -118,11 +118,12 @@ class TokenEngine:
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
         """The ids the model runs for ``request`` (see :class:`GenerationRequest`)."""
         if request.messages:
-            return self._prompt_tokenizer.encode(
+            ids = self._prompt_tokenizer.encode(
                 self._renderer, request.messages, add_generation_prompt=True
             )
-        ids: list[int] = self._tokenizer.encode(request.prompt, add_special_tokens=False)
-        return ids
+            return ids + self._prompt_tokenizer.encode_text(request.assistant_prefix)
+        prompt: list[int] = self._tokenizer.encode(request.prompt, add_special_tokens=False)
+        return prompt
 
     def _reply(
         self, source: TokenChannel, request: GenerationRequest

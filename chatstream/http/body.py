@@ -4,22 +4,53 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect, Request
 
+from ..chat.turn import Action
 from ..errors import InputTooLong, InvalidJSON, InvalidRequest, RequestTimeout
 from ..validation import validate_object
 
+MessageId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class Edit(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    message_id: MessageId
+    user_input: str
+
 
 class ChatStreamBody(BaseModel):
-    """``{"user_input": str, "regenerate": bool = false}``; types are strict, unknown fields
-    are ignored, and ``user_input`` may be left out when ``regenerate`` is true."""
+    """``{"user_input": str}``, or ``{"regenerate": true}``, ``{"edit": {"message_id",
+    "user_input"}}`` or ``{"continue": true}``, each with an optional ``"conversation_id"``
+    (one of the owner's, which becomes the active one). Types are strict, unknown fields are
+    ignored; with ``regenerate`` (the seed's), ``user_input`` is ignored."""
 
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
 
     user_input: str | None = None
     regenerate: bool = False
+    edit: Edit | None = None
+    continue_: bool = Field(False, alias="continue")
+    conversation_id: MessageId | None = None
+
+    @property
+    def action(self) -> Action:
+        if self.regenerate:
+            return "regenerate"
+        if self.edit is not None:
+            return "edit"
+        return "continue" if self.continue_ else "say"
+
+    @property
+    def text(self) -> str | None:
+        """The user message the turn says (a new one, or an edit's)."""
+        if self.edit is not None:
+            return self.edit.user_input
+        return self.user_input if self.action == "say" else None
 
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:  # noqa: ASYNC109
@@ -60,12 +91,15 @@ def parse_json(body: bytes) -> object:
 
 
 def validate_chat_body(data: object, *, max_input_chars: int) -> ChatStreamBody:
-    """The body, with ``user_input`` set to ``None`` for a regenerate (which ignores it)."""
+    """The body, checked: one action at most, and the text it says non-empty and not too long."""
     parsed = validate_object(ChatStreamBody, data)
-    if parsed.regenerate:
-        return parsed.model_copy(update={"user_input": None})
-    if parsed.user_input is None or not parsed.user_input.strip():
+    if [parsed.regenerate, parsed.edit is not None, parsed.continue_].count(True) > 1:
+        raise InvalidRequest("regenerate, edit and continue are separate turns: send one")
+    if parsed.action in ("regenerate", "continue"):
+        return parsed
+    text = parsed.text
+    if text is None or not text.strip():
         raise InvalidRequest("user_input must be a non-empty string")
-    if len(parsed.user_input) > max_input_chars:
+    if len(text) > max_input_chars:
         raise InputTooLong(f"user_input is over {max_input_chars} characters")
     return parsed

@@ -1,7 +1,8 @@
-"""``POST /chat_stream``: the next reply of the session's conversation, streamed.
+"""``POST /chat_stream``: the next reply of one of the owner's conversations, streamed.
 
-What ``ChatStream.handle_chat_stream_request`` does: read and check the body, prepare the
-turn (a new user message, or a regenerate), and answer with a
+What ``ChatStream.handle_chat_stream_request`` does: check the request and read its body, find
+the conversation (the one named, or the active one, made when there is none), plan the turn (a
+new message, a regenerate, an edit, a continue), and answer with a
 :class:`~chatstream.http.streaming.StreamedReply` of a :class:`~chatstream.chat.turn.TurnRun`,
 or with a JSON error.
 """
@@ -9,7 +10,6 @@ or with a JSON error.
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from ..chat.outcome import CompletionCallback, Outcome, run_callback
-from ..chat.turn import ChatTurn, TurnRun, prepare_turn
+from ..chat.turn import ChatTurn, TurnRun, plan_turn
+from ..conversations.access import new_message_id
 from .body import parse_json, read_body, validate_chat_body
 from .clients import client_of
 from .errors import error_response
@@ -48,20 +49,37 @@ async def chat_stream_endpoint(
     try:
         body = validate_chat_body(data, max_input_chars=limits.max_input_chars)
         session = request.state.session
-        history = chat_stream.load_history(session).copy()
-        prepare_turn(history, body.user_input, chat_stream.conversation_limits)
-        message_id = uuid.uuid4().hex
+        await session.load()
+        access = chat_stream.conversations(request)
+        if body.conversation_id is not None:
+            conversation = await access.use(body.conversation_id)
+        else:
+            active = await access.active(create=True)
+            assert active is not None
+            conversation = active
+        owner = await access.owner(create=True)
+        assert owner is not None
+        plan = plan_turn(
+            conversation,
+            body.action,
+            chat_stream.conversation_limits,
+            text=body.text,
+            message_id=None if body.edit is None else body.edit.message_id,
+        )
+        message_id = new_message_id()
         generation = chat_stream.generation_request(
-            history, chat_stream.generation_settings(session), request_id=message_id
+            plan.history,
+            chat_stream.generation_settings(session),
+            request_id=message_id,
+            assistant_prefix=plan.continues.content if plan.continues else "",
         )
     except Exception as exc:
         # The body parsed, so the callback hears of the refusal, after the response.
         refused = error_response(exc, RefusedTurn)
         refused.after = functools.partial(run_callback, callback, request, Outcome.REJECTED)
         return refused
-    turn = ChatTurn(
-        request, session, history, message_id, callback, chat_stream.admission_config.lease_ttl
-    )
+    lease_ttl = chat_stream.admission_config.lease_ttl
+    turn = ChatTurn(request, access, owner, conversation, plan, message_id, callback, lease_ttl)
     run = TurnRun(
         turn,
         generation,
@@ -69,11 +87,8 @@ async def chat_stream_endpoint(
         client=client_of(request, "chat", chat_stream.owner_rule),
         route=request.url.path,
     )
-    writer = (
-        EventStreamWriter
-        if wants_event_stream(request.headers.get("accept", ""))
-        else TextStreamWriter
-    )
+    sse = wants_event_stream(request.headers.get("accept", ""))
+    writer = EventStreamWriter if sse else TextStreamWriter
     return StreamedReply(run, functools.partial(writer, message_id=message_id))
 
 

@@ -51,7 +51,7 @@ def as_chat_error(exc: Exception) -> ChatStreamError:
 def error_response(exc: Exception, response_class: type[R] = JSONResponse) -> R:  # type: ignore[assignment]
     """The JSON error answer to ``exc`` (a ``response_class``)."""
     error = as_chat_error(exc)
-    body = {"error": {"code": error.code, "message": error.message}}
+    body = {"error": {"code": error.code, "message": error.message, **error.details()}}
     return response_class(body, error.status, headers={**PRIVATE_HEADERS, **error.headers()})
 
 

@@ -14,15 +14,18 @@ from starlette.responses import Response
 
 from sessions import Session
 
-from ..admission.lease import session_lease
+from ..admission.lease import conversation_lease
 from ..chat.feedback import FeedbackBody, validate_feedback
 from ..chat.outcome import run_callback
 from ..chat.params import GenerationSettings
+from ..conversations.access import new_message_id
+from ..conversations.prompt import ChatPrompt
 from ..errors import ChatStreamError, NotFound
-from ..keys import CHAT_PROMPT, FEEDBACK, GENERATION_PARAMS
-from . import openai, page
+from ..keys import GENERATION_PARAMS
+from . import conversations, openai, page
 from .body import ChatStreamBody, parse_json, read_body
 from .chat import chat_stream_endpoint
+from .conversations import conversation_view
 from .errors import Endpoint, error_response, json_errors
 from .guard import Surface, guard_request
 from .responses import json_response
@@ -38,26 +41,48 @@ async def read_json(chat_stream: ChatStream, request: Request) -> object:
 
 @json_errors
 async def get_prompt(chat_stream: ChatStream, request: Request) -> Response:
-    """``{"prompt": the text the model would see next, "messages": the stored turns}``."""
-    history = chat_stream.load_history(request.state.session)
+    """The active conversation: ``{"prompt": the text the model would see next,
+    "system_prompt", "messages", "conversation_id"}`` (empty before the first turn)."""
+    await request.state.session.load()
+    access = chat_stream.conversations(request)
+    conversation = await access.active(create=False)
+    if conversation is None:
+        prompt = chat_stream.bind(ChatPrompt(chat_stream.system_prompt))
+        return json_response(
+            {
+                "prompt": "",
+                "system_prompt": prompt.system_prompt,
+                "messages": [],
+                "conversation_id": None,
+            }
+        )
+    view = await conversation_view(chat_stream, access, conversation)
+    prompt = chat_stream.bind(conversation.prompt)
     return json_response(
         {
-            "prompt": history.create_prompt(),
-            "system_prompt": history.system_prompt,
-            "messages": [message.to_dict() for message in history.messages],
+            "prompt": prompt.create_prompt(),
+            "system_prompt": prompt.system_prompt,
+            "messages": view["messages"],
+            "conversation_id": conversation.info.id,
         }
     )
 
 
 @json_errors
 async def clear_context(chat_stream: ChatStream, request: Request) -> Response:
-    """Start the conversation over, its feedback with it; the sampling parameters stay (409
-    while this session is generating)."""
-    session: Session = request.state.session
-    async with session_lease(session, chat_stream.admission_config.lease_ttl):
-        session.get_session().pop(CHAT_PROMPT, None)
-        session.get_session().pop(FEEDBACK, None)
-        await session.save_session()
+    """Empty the active conversation, its feedback with it; the sampling parameters stay (409
+    while it is generating)."""
+    await request.state.session.load()
+    access = chat_stream.conversations(request)
+    conversation = await access.active(create=False)
+    if conversation is not None:
+        owner = await access.owner(create=False)
+        assert owner is not None
+        lease = access.store.lease(conversation.info.id)
+        ttl = chat_stream.admission_config.lease_ttl
+        async with conversation_lease(lease, new_message_id(), ttl):
+            current = await access.load(conversation.info.id)
+            await access.store.write(owner, current, start=0, messages=[])
     return json_response({"status": "cleared"})
 
 
@@ -69,6 +94,7 @@ async def set_generation_params(chat_stream: ChatStream, request: Request) -> Re
         max_new_tokens_limit=chat_stream.limits.max_new_tokens_limit,
     )
     session: Session = request.state.session
+    await session.load()
     stored = session.get_session().get(GENERATION_PARAMS)
     session.get_session()[GENERATION_PARAMS] = {**(stored or {}), **changes}
     await session.save_session()
@@ -78,21 +104,32 @@ async def set_generation_params(chat_stream: ChatStream, request: Request) -> Re
 @json_errors
 async def get_generation_params(chat_stream: ChatStream, request: Request) -> Response:
     """The sampling parameters this session's next turn will use."""
+    await request.state.session.load()
     return json_response(chat_stream.generation_settings(request.state.session).model_dump())
 
 
 @json_errors
 async def set_feedback(chat_stream: ChatStream, request: Request) -> Response:
-    """Like or dislike a reply of this session, with free-form data (404 for an unknown id)."""
+    """Like or dislike a reply of the active conversation (or of ``conversation_id``), with
+    free-form data; one entry per reply, the latest wins (404 for an unknown reply)."""
     feedback = validate_feedback(await read_json(chat_stream, request))
-    session: Session = request.state.session
-    message = chat_stream.load_history(session).find(feedback.message_id)
-    if message is None or message.role != "assistant":
-        raise NotFound(f"this session has no reply {feedback.message_id!r}")
-    record = feedback.model_dump()
-    stored = session.get_session().get(FEEDBACK) or {}
-    session.get_session()[FEEDBACK] = {**stored, feedback.message_id: record}
-    await session.save_session()
+    await request.state.session.load()
+    access = chat_stream.conversations(request)
+    conversation = (
+        await access.active(create=False)
+        if feedback.conversation_id is None
+        else await access.load(feedback.conversation_id)
+    )
+    message = None if conversation is None else conversation.prompt.find(feedback.message_id)
+    if conversation is None or message is None or message.role != "assistant":
+        raise NotFound("this conversation has no reply of that id")
+    owner = await access.owner(create=False)
+    assert owner is not None
+    record = feedback.model_dump(exclude={"conversation_id"})
+    if not await access.store.set_feedback(
+        owner, conversation.info.id, feedback.message_id, record
+    ):
+        raise NotFound("this conversation has no reply of that id")
     await run_callback(chat_stream.on_feedback, request, record)
     return json_response({"status": "recorded", "message_id": feedback.message_id})
 
@@ -122,6 +159,7 @@ async def readyz(chat_stream: ChatStream, request: Request) -> Response:
 
 
 Route = Callable[[Request], Awaitable[Response]]
+ONE = "/conversations/{conversation_id}"
 
 
 def build_router(chat_stream: ChatStream) -> APIRouter:
@@ -148,10 +186,12 @@ def build_router(chat_stream: ChatStream) -> APIRouter:
         return checked
 
     bodies: dict[str, type[BaseModel]] = {
-        "/chat_stream": ChatStreamBody,
-        "/set_generation_params": GenerationSettings,
-        "/set_feedback": FeedbackBody,
-        "/v1/chat/completions": openai.CompletionBody,
+        "POST /chat_stream": ChatStreamBody,
+        "POST /set_generation_params": GenerationSettings,
+        "POST /set_feedback": FeedbackBody,
+        "POST /conversations": conversations.NewConversation,
+        f"PATCH {ONE}": conversations.Rename,
+        "POST /v1/chat/completions": openai.CompletionBody,
     }
     chat: list[tuple[str, Route, str, str]] = [
         ("/", page.index, "GET", "The web chat page"),
@@ -163,6 +203,11 @@ def build_router(chat_stream: ChatStream) -> APIRouter:
         ("/set_generation_params", bind(set_generation_params), "POST", "Set sampling parameters"),
         ("/get_generation_params", bind(get_generation_params), "GET", "Sampling parameters"),
         ("/set_feedback", bind(set_feedback), "POST", "Like or dislike a reply"),
+        ("/conversations", bind(conversations.list_conversations), "GET", "The conversations"),
+        ("/conversations", bind(conversations.create_conversation), "POST", "A new conversation"),
+        (ONE, bind(conversations.get_conversation), "GET", "A conversation and its messages"),
+        (ONE, bind(conversations.rename_conversation), "PATCH", "Rename a conversation"),
+        (ONE, bind(conversations.delete_conversation), "DELETE", "Delete a conversation"),
         ("/get_load", bind(get_load), "GET", "Cluster-wide load"),
         ("/healthz", healthz, "GET", "Liveness"),
         ("/readyz", bind(readyz), "GET", "Readiness"),
@@ -176,7 +221,7 @@ def build_router(chat_stream: ChatStream) -> APIRouter:
     surfaces: list[tuple[Surface, list[tuple[str, Route, str, str]]]] = [("chat", chat), ("v1", v1)]
     for surface, routes in surfaces:
         for path, route, method, summary in routes:
-            body = bodies.get(path)
+            body = bodies.get(f"{method} {path}")
             extra = None if body is None else request_body_schema(body)
             router.add_api_route(
                 path,

@@ -115,7 +115,9 @@ class EventStreamWriter(TextStreamWriter):
         await self._event("done", summary)
 
     async def error(self, error: ChatStreamError) -> None:
-        await self._event("error", {"code": error.code, "message": error.message})
+        await self._event(
+            "error", {"code": error.code, "message": error.message, **error.details()}
+        )
 
     async def _event(self, name: str, data: dict[str, Any]) -> None:
         await self.start()

@@ -10,15 +10,13 @@ from typing import Any, TypeVar
 import httpx
 import redis as sync_redis
 
-from chatstream.keys import DEFAULT_PREFIX, GENERATION_LEASE, SemaphoreKeys
-from sessions import RedisSessionStore
-from sessions.embedded import embedded_redis
+from chatstream.keys import DEFAULT_PREFIX, ConversationKeys, SemaphoreKeys
 from sessions.signing import CookieSigner
 
 SECRET = "chatstream-test-secret-0123456789abcdef"  # what chatstream.testing.serve signs with
 COOKIE = "chatstream_session"
 SEMAPHORE = SemaphoreKeys.build("generation")
-_STORE = RedisSessionStore(embedded_redis(), prefix=DEFAULT_PREFIX)  # only for the key layout
+LEASES = f"{DEFAULT_PREFIX}conv:*:lease"
 FINISH_REASONS = {"stop", "length", "cancelled", "error"}
 
 T = TypeVar("T")
@@ -31,9 +29,16 @@ def session_id(cookie: str, secret: str = SECRET) -> str:
     return found
 
 
-def lease_key(session: str) -> str:
-    """Where a session's generation lease lives."""
-    return _STORE.key(session, "lock", GENERATION_LEASE)
+def lease_key(conversation_id: str) -> str:
+    """Where a conversation's lease (held while one of its replies generates) lives."""
+    return ConversationKeys.build(conversation_id).lease
+
+
+def active_conversation(client: httpx.Client | httpx.AsyncClient) -> str:
+    """The id of the active conversation of ``client``'s session (a synchronous client)."""
+    assert isinstance(client, httpx.Client)
+    conversation_id: str = client.get("/get_prompt").json()["conversation_id"]
+    return conversation_id
 
 
 def live_permits(client: sync_redis.Redis) -> int:
@@ -44,11 +49,12 @@ def live_permits(client: sync_redis.Redis) -> int:
 
 
 def held_anything(client: sync_redis.Redis) -> dict[str, int]:
-    """Every permit, waiter and session lease still in Redis (expired or not): all 0 at rest."""
+    """Every permit, waiter and conversation lease still in Redis (expired or not): all 0 at
+    rest."""
     return {
         "permits": int(client.zcard(SEMAPHORE.holders)),
         "waiters": int(client.zcard(SEMAPHORE.queue)),
-        "session leases": sum(1 for _ in client.scan_iter(match=lease_key("*"), count=1000)),
+        "conversation leases": sum(1 for _ in client.scan_iter(match=LEASES, count=1000)),
     }
 
 

@@ -54,6 +54,11 @@ class Target:
 class Conversation:
     cookie: str
     message_id: str  # of its reply
+    conversation_id: str
+
+    def path(self, template: str) -> str:
+        """A route's path, with this conversation's id for a ``{conversation_id}``."""
+        return template.replace("{conversation_id}", self.conversation_id)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +90,8 @@ def conversation(target: Target) -> Conversation:
     with target.client() as user:
         reply = user.post("/chat_stream", json={"user_input": "a conversation to poke at"})
         assert reply.status_code == 200
-        return Conversation(user.cookies[COOKIE], reply.headers["x-message-id"])
+        conversation_id = user.get("/get_prompt").json()["conversation_id"]
+        return Conversation(user.cookies[COOKIE], reply.headers["x-message-id"], conversation_id)
 
 
 def assert_healthy(server: Server, redis: sync_redis.Redis) -> None:
@@ -96,7 +102,7 @@ def assert_healthy(server: Server, redis: sync_redis.Redis) -> None:
         assert client.get("/readyz").status_code == 200
         assert client.post("/chat_stream", json={"user_input": "still there?"}).status_code == 200
         assert_well_formed(history(client))
-    assert held_anything(redis) == {"permits": 0, "waiters": 0, "session leases": 0}
+    assert held_anything(redis) == {"permits": 0, "waiters": 0, "conversation leases": 0}
     errors = errors_in(server.log())
     assert not errors, "\n".join(errors[:10])
 
@@ -175,6 +181,8 @@ EDGE_TEMPLATES = {
     "/set_generation_params": b'{"temperature": %s}',
     "/set_feedback": b'{"message_id": "MESSAGE_ID", "is_like": true, "form_data": {"x": %s}}',
     "/v1/chat/completions": b'{"messages": [{"role": "user", "content": %s}], "stop": %s}',
+    "/conversations": b'{"title": %s}',
+    "/conversations/{conversation_id}": b'{"title": %s}',
 }
 
 
@@ -236,6 +244,11 @@ ROUTES = [
     ("POST", "/set_generation_params"),
     ("GET", "/get_generation_params"),
     ("POST", "/set_feedback"),
+    ("GET", "/conversations"),
+    ("POST", "/conversations"),
+    ("GET", "/conversations/{conversation_id}"),
+    ("PATCH", "/conversations/{conversation_id}"),
+    ("DELETE", "/conversations/{conversation_id}"),
     ("GET", "/get_load"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -274,12 +287,14 @@ def test_any_body_headers_and_cookies(
 
         @FUZZ
         @given(
-            body=body_for(path, conversation) if method == "POST" else st.just(b""),
+            body=body_for(path, conversation) if method in ("POST", "PATCH") else st.just(b""),
             headers=headers_for(conversation),
         )
         def request(body: bytes, headers: dict[bytes, bytes]) -> None:
             started = time.monotonic()
-            response = client.request(method, path, content=body, headers=headers)
+            response = client.request(
+                method, conversation.path(path), content=body, headers=headers
+            )
             assert_answered_properly(response, time.monotonic() - started)
 
         request()
@@ -296,7 +311,10 @@ def test_edge_bodies(target: Target, conversation: Conversation, path: str) -> N
     with target.client() as client:
         for body in edge_bodies(path, conversation):
             started = time.monotonic()
-            response = client.post(path, content=body, headers=headers)
+            method = "PATCH" if "{" in path else "POST"
+            response = client.request(
+                method, conversation.path(path), content=body, headers=headers
+            )
             assert_answered_properly(response, time.monotonic() - started)
     assert_healthy(target.server, target.redis)
 

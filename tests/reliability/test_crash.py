@@ -15,13 +15,12 @@ import redis as sync_redis
 from tests.servers import Server, running_server
 
 from .state import (
-    COOKIE,
     SEMAPHORE,
+    active_conversation,
     assert_well_formed,
     held_anything,
     history,
     lease_key,
-    session_id,
     wait_for,
 )
 
@@ -71,7 +70,7 @@ def test_a_killed_instance_frees_its_permit_and_lease_within_the_ttl(
         httpx.Client(base_url=victim.url, timeout=30) as user,
     ):
         assert user.post("/chat_stream", json={"user_input": "first"}).status_code == 200
-        lease = lease_key(session_id(user.cookies[COOKIE]))
+        lease = lease_key(active_conversation(user))
         streaming = threading.Event()
         stream = threading.Thread(target=stream_and_crash, args=(victim, user.cookies, streaming))
         stream.start()
@@ -106,4 +105,4 @@ def test_a_killed_instance_frees_its_permit_and_lease_within_the_ttl(
             assert [m["content"] for m in messages][::2] == ["first", "second"]
         load = httpx.get(f"{survivor.url}/get_load").json()
         assert (load["processing"], load["waiting"]) == (0, 0)
-        assert held_anything(redis_client) == {"permits": 0, "waiters": 0, "session leases": 0}
+        assert held_anything(redis_client) == {"permits": 0, "waiters": 0, "conversation leases": 0}

@@ -13,7 +13,7 @@ import random
 import re
 import socket
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -26,8 +26,10 @@ from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chatstream import ChatStream, Outcome
-from chatstream.keys import CHAT_PROMPT, DEFAULT_PREFIX
+from chatstream import ChatStream, Message, Outcome
+from chatstream.conversations.redis_store import RedisConversationStore
+from chatstream.conversations.store import Conversation
+from chatstream.keys import DEFAULT_PREFIX
 from sessions import RedisSessionStore, SessionMiddleware
 from tests.chatstream.asgi import ManualRequest
 from tests.chatstream.conftest import client_for
@@ -42,7 +44,6 @@ from .state import (
     errors_in,
     held_anything,
     lease_key,
-    session_id,
     wait_for,
 )
 
@@ -51,27 +52,27 @@ pytestmark = pytest.mark.redis
 Point = Literal["queued", "first_byte", "mid_stream", "persist"]
 
 
-class HeldSaves(RedisSessionStore):
-    """Holds each save of a finished turn while ``holding``, until ``release`` is set."""
+class HeldWrites(RedisConversationStore):
+    """Holds each write of a finished turn while ``holding``, until ``release`` is set."""
 
     def __init__(self, redis: Redis) -> None:
-        super().__init__(redis, prefix=DEFAULT_PREFIX)  # the served app's layout, as state.py's
+        super().__init__(redis)
         self.holding = False
         self.saving = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def save(
+    async def write(
         self,
-        session_id: str,
-        changed: Mapping[str, str],
-        deleted: Collection[str],
+        owner: str,
+        conversation: Conversation,
         *,
-        create: bool = True,
-    ) -> None:
-        if self.holding and CHAT_PROMPT in changed:
+        start: int,
+        messages: Sequence[Message],
+    ) -> Conversation | None:
+        if self.holding:
             self.saving.set()
             await self.release.wait()
-        await super().save(session_id, changed, deleted, create=create)
+        return await super().write(owner, conversation, start=start, messages=messages)
 
 
 @dataclass
@@ -79,17 +80,18 @@ class Chat:
     app: FastAPI
     chat_stream: ChatStream
     engine: ScriptedEngine
-    store: HeldSaves
+    store: HeldWrites
     outcomes: list[Outcome] = field(default_factory=list)
 
 
 def make_chat(redis: Redis, deltas: list[str]) -> Chat:
     """A one-slot chat on real Redis whose ``/chat`` route records each callback."""
     engine = ScriptedEngine(deltas, slots=1)
-    store = HeldSaves(redis)
-    chat_stream = ChatStream(engine=engine, redis=redis, max_concurrent=1)
+    store = HeldWrites(redis)
+    chat_stream = ChatStream(engine=engine, redis=redis, max_concurrent=1, conversation_store=store)
     app = FastAPI()
-    app.add_middleware(SessionMiddleware, store=store, secret_key=SECRET, cookie_name=COOKIE)
+    sessions = RedisSessionStore(redis, prefix=DEFAULT_PREFIX)  # the served app's layout
+    app.add_middleware(SessionMiddleware, store=sessions, secret_key=SECRET, cookie_name=COOKIE)
     chat = Chat(app, chat_stream, engine, store)
 
     async def record(request: Request, outcome: Outcome) -> None:
@@ -203,7 +205,8 @@ async def test_a_client_leaving_at_any_point_leaves_nothing_behind(
                 assert reply["finish_reason"] == "cancelled"
         load = await chat.chat_stream.admission_for(None).load()
         assert (load.processing, load.waiting) == (0, 0)
-        assert not await real_redis.exists(lease_key(session_id(client.cookies[COOKIE])))
+        conversation_id = (await client.get("/get_prompt")).json()["conversation_id"]
+        assert not await real_redis.exists(lease_key(conversation_id))
         chat.engine.pause_after = None
         assert (await client.post("/chat_stream", json={"regenerate": True})).status_code == 200
     assert len(chat.outcomes) == 1  # the callback ran exactly once

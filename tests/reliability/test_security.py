@@ -155,7 +155,8 @@ def test_session_ids_are_never_logged(private_redis: RedisProcess, log_format: s
         forged = {COOKIE: CookieSigner("guess").sign(new_session_id())}
         with httpx.Client(base_url=server.url, cookies=forged) as stranger:
             stranger.event_hooks["response"] = [remember]
-            stranger.get("/get_prompt")
+            stranger.get("/get_prompt")  # read only: no cookie for the new session it gets
+            stranger.post("/set_generation_params", json={"temperature": 0})  # now one
         private_redis.kill()
         user.post("/chat_stream", json={"user_input": "during an outage"})
         user.get("/get_prompt")
@@ -169,15 +170,22 @@ def test_cookies_are_httponly_samesite_and_secure_behind_a_trusted_proxy() -> No
     """The served app honours ``X-Forwarded-Proto`` only from the proxies uvicorn trusts
     (``FORWARDED_ALLOW_IPS``, by default this host's loopback: a proxy on the same machine)."""
     https = {"x-forwarded-proto": "https"}
+
+    def new_session_cookie(server: Server, headers: dict[str, str] | None = None) -> str:
+        url = f"{server.url}/set_generation_params"
+        return httpx.post(url, json={"top_k": 5}, headers=headers).headers["set-cookie"]
+
     with running_server(*MOCK) as server:
-        plain = httpx.get(f"{server.url}/get_prompt").headers["set-cookie"]
-        proxied = httpx.get(f"{server.url}/get_prompt", headers=https).headers["set-cookie"]
+        plain = new_session_cookie(server)
+        proxied = new_session_cookie(server, https)
     with running_server(*MOCK, env={"FORWARDED_ALLOW_IPS": "127.0.0.2"}) as server:
-        untrusted = httpx.get(f"{server.url}/get_prompt", headers=https).headers["set-cookie"]
+        untrusted = new_session_cookie(server, https)
     for cookie in (plain, proxied, untrusted):
         attributes = cookie.split("; ")[1:]
         assert {"HttpOnly", "SameSite=Lax", "Path=/"} <= set(attributes)
     assert "Secure" in proxied.split("; ")
+    assert proxied.startswith(f"__Host-{COOKIE}=")  # on https: no subdomain can plant one
+    assert plain.startswith(f"{COOKIE}=") and untrusted.startswith(f"{COOKIE}=")
     assert "Secure" not in plain.split("; ")
     assert "Secure" not in untrusted.split("; ")
 

@@ -103,27 +103,16 @@ async def test_health_and_readiness(chat: httpx.AsyncClient) -> None:
 
 
 async def feedback_of(client: httpx.AsyncClient) -> dict[str, Any]:
-    """The feedback stored in the session, by message id (through the session handle)."""
-    response = await client.get("/_feedback")
-    stored: dict[str, Any] = response.json()
-    return stored
-
-
-def app_showing_feedback(make_app: AppFactory) -> Any:
-    app, _ = make_app(ScriptedEngine())
-
-    @app.get("/_feedback")
-    async def show(request: Request) -> dict[str, Any]:
-        stored: dict[str, Any] = request.state.session.get_session().get("feedback") or {}
-        return stored
-
-    return app
+    """The feedback on the active conversation's replies, by message id."""
+    messages = (await client.get("/get_prompt")).json()["messages"]
+    return {m["message_id"]: m["feedback"] for m in messages if "feedback" in m}
 
 
 async def test_feedback_is_one_entry_per_reply_and_goes_with_its_reply(
     make_app: AppFactory,
 ) -> None:
-    async with client_for(app_showing_feedback(make_app)) as client:
+    app, _ = make_app(ScriptedEngine())
+    async with client_for(app) as client:
         first = (await client.post("/chat_stream", json={"user_input": "hi"})).headers
         reply = first["x-message-id"]
         for is_like in (True, False):  # the latest wins

@@ -1,0 +1,150 @@
+"""The conversation routes: list, create, read, rename and delete the owner's conversations.
+
+Another owner's conversation, or an id that is none, is ``404 not_found`` (never 403: ids
+reveal nothing). Creating one makes it the session's active conversation ("New chat" keeps the
+old one); deleting the active one leaves the session with none until the next turn or create.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..admission.lease import conversation_lease
+from ..conversations.access import ConversationAccess, new_message_id
+from ..conversations.store import Conversation, ConversationInfo
+from ..errors import InvalidRequest, NotFound
+from ..keys import valid_id
+from ..validation import validate_object
+from .body import parse_json, read_body
+from .errors import json_errors
+from .responses import json_response
+
+if TYPE_CHECKING:
+    from ..chat_stream import ChatStream
+
+MAX_PAGE = 100
+DEFAULT_PAGE = 50
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class NewConversation(BaseModel):
+    """``{"title"?: str}`` (1 to 200 characters); without one, its first message names it."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    title: Title | None = None
+
+
+class Rename(BaseModel):
+    """``{"title": str}`` (1 to 200 characters)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    title: Title = Field(...)
+
+
+def summary(info: ConversationInfo, access: ConversationAccess) -> dict[str, Any]:
+    return {**info.to_dict(), "active": info.id == access.active_id}
+
+
+async def conversation_view(
+    chat_stream: ChatStream, access: ConversationAccess, conversation: Conversation
+) -> dict[str, Any]:
+    """A conversation as the routes show it: its summary, system prompt and messages (a
+    reply with its feedback, when it has some)."""
+    messages = []
+    for message in conversation.prompt.messages:
+        shown = message.to_dict()
+        if message.message_id in conversation.feedback:
+            shown["feedback"] = conversation.feedback[message.message_id]
+        messages.append(shown)
+    return {
+        **summary(conversation.info, access),
+        "system_prompt": conversation.prompt.system_prompt,
+        "messages": messages,
+    }
+
+
+async def _access(chat_stream: ChatStream, request: Request) -> ConversationAccess:
+    await request.state.session.load()
+    return chat_stream.conversations(request)
+
+
+async def _body(chat_stream: ChatStream, request: Request) -> object:
+    limits = chat_stream.limits
+    raw = await read_body(request, limits.max_json_bytes, limits.body_timeout)
+    return parse_json(raw) if raw.strip() else {}
+
+
+@json_errors
+async def list_conversations(chat_stream: ChatStream, request: Request) -> Response:
+    """``GET /conversations?limit=50&before=<cursor>``: most recently updated first."""
+    limit_text = request.query_params.get("limit", str(DEFAULT_PAGE))
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be a whole number from 1 to {MAX_PAGE}")
+    access = await _access(chat_stream, request)
+    owner = await access.owner(create=False)
+    if owner is None:
+        return json_response({"conversations": [], "next": None})
+    try:
+        page = await access.store.page(
+            owner, limit=int(limit_text), before=request.query_params.get("before")
+        )
+    except ValueError:
+        raise InvalidRequest("before must be the next cursor of an earlier page") from None
+    conversations = [summary(info, access) for info in page.conversations]
+    return json_response({"conversations": conversations, "next": page.next})
+
+
+@json_errors
+async def create_conversation(chat_stream: ChatStream, request: Request) -> Response:
+    """``POST /conversations``: a new, empty conversation, now the active one."""
+    body = validate_object(NewConversation, await _body(chat_stream, request))
+    access = await _access(chat_stream, request)
+    info = await access.create(body.title)
+    return json_response(summary(info, access), 201)
+
+
+@json_errors
+async def get_conversation(chat_stream: ChatStream, request: Request) -> Response:
+    """``GET /conversations/{id}``: the conversation with its messages."""
+    access = await _access(chat_stream, request)
+    conversation = await access.load(request.path_params["conversation_id"])
+    return json_response(await conversation_view(chat_stream, access, conversation))
+
+
+@json_errors
+async def rename_conversation(chat_stream: ChatStream, request: Request) -> Response:
+    """``PATCH /conversations/{id}`` ``{"title"}``: rename it."""
+    body = validate_object(Rename, await _body(chat_stream, request))
+    access = await _access(chat_stream, request)
+    owner = await access.owner(create=False)
+    info = None
+    if owner is not None:
+        info = await access.store.rename(owner, request.path_params["conversation_id"], body.title)
+    if info is None:
+        raise NotFound("there is no such conversation")
+    return json_response(summary(info, access))
+
+
+@json_errors
+async def delete_conversation(chat_stream: ChatStream, request: Request) -> Response:
+    """``DELETE /conversations/{id}``: gone, with its messages and feedback (409 while one of
+    its replies generates)."""
+    access = await _access(chat_stream, request)
+    conversation_id = request.path_params["conversation_id"]
+    owner = await access.owner(create=False)
+    if owner is None or not valid_id(conversation_id):
+        raise NotFound("there is no such conversation")
+    lease = access.store.lease(conversation_id)
+    async with conversation_lease(lease, new_message_id(), chat_stream.admission_config.lease_ttl):
+        deleted = await access.store.delete(owner, conversation_id)
+    if not deleted:
+        raise NotFound("there is no such conversation")
+    await access.forget(conversation_id)
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
