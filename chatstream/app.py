@@ -155,6 +155,9 @@ def build_chat_stream(settings: Settings, redis: Redis) -> ChatStream:
         api_keys_scope=settings.access.api_keys_scope,
         allowed_origins=settings.access.allowed_origins,
         max_new_tokens_limit=settings.max_new_tokens_limit,
+        detach_grace=settings.detach_grace,
+        reply_ttl=settings.reply_ttl,
+        record_replies=settings.record_replies,
         prefill_tokens=settings.prefill_tokens,
         prefix_cache_mb=settings.prefix_cache_mb,
     )

@@ -23,8 +23,14 @@ from .admission.base import Admission
 from .chat.feedback import FeedbackHook
 from .chat.outcome import CompletionCallback
 from .chat.params import GenerationSettings
-from .chat.run import Services
-from .config import AccessConfig, AdmissionConfig, ConversationLimits, RequestLimits
+from .chat.services import Services, ServiceTimes
+from .config import (
+    AccessConfig,
+    AdmissionConfig,
+    ConversationLimits,
+    ReplyConfig,
+    RequestLimits,
+)
 from .conversations.access import ConversationAccess, ConversationPolicy
 from .conversations.owners import OwnerRule, signed_in_user
 from .conversations.prompt import ChatPrompt
@@ -37,6 +43,8 @@ from .http.chat import chat_stream_endpoint
 from .http.routes import build_router
 from .keys import GENERATION_PARAMS, READY_PROBE
 from .metrics import Metrics
+from .replies.running import Replies
+from .replies.store import ReplyStore
 
 
 class ChatStream:
@@ -78,6 +86,9 @@ class ChatStream:
         rate_limit: int = AdmissionConfig.rate_limit,
         owner: OwnerRule | None = None,
         conversation_store: ConversationStore | None = None,
+        detach_grace: float = ReplyConfig.detach_grace,
+        reply_ttl: float = ReplyConfig.reply_ttl,
+        record_replies: bool = ReplyConfig.record,
         max_conversations: int = ConversationLimits.max_conversations,
         on_feedback: FeedbackHook | None = None,
         api_keys: Sequence[str] = AccessConfig.api_keys,
@@ -146,6 +157,11 @@ class ChatStream:
         self._admission = admission
         self._redis = redis
         self._services: Services | None = None
+        self._reply_store: ReplyStore | None = None
+        self.replies = Replies()
+        self.reply_config = ReplyConfig(
+            detach_grace=detach_grace, reply_ttl=reply_ttl, record=record_replies
+        )
         self._conversation_store = conversation_store
         self._policy: ConversationPolicy | None = None
         self.owner_rule: OwnerRule = owner or signed_in_user
@@ -269,13 +285,21 @@ class ChatStream:
             from .admission.rate_limit import RedisRateLimiter
 
             limit = self.admission_config.rate_limit
+            admission = self.admission_for(session)
             self._services = Services(
                 self.engine,
-                self.admission_for(session),
+                admission,
                 self.metrics,
                 RedisRateLimiter(self.redis_for(session), per_minute=limit) if limit else None,
+                ServiceTimes(self.admission_config.max_concurrent or self.engine.slots),
             )
         return self._services
+
+    def reply_store(self, session: Session | None) -> ReplyStore:
+        """Where replies are recorded (created on first use, in :meth:`redis_for`)."""
+        if self._reply_store is None:
+            self._reply_store = ReplyStore(self.redis_for(session))
+        return self._reply_store
 
     def redis_for(self, session: Session | None) -> Redis:
         """Where chatstream keeps its shared state: the Redis given to this ChatStream, else the
@@ -308,6 +332,7 @@ class ChatStream:
         app.include_router(self.router)
 
     async def aclose(self) -> None:
+        await self.replies.aclose()
         if self._admission is not None:
             await self._admission.aclose()
         await self.engine.aclose()

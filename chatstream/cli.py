@@ -24,8 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
         env = spec.metadata["env"]
         flag = "--" + spec.name.replace("_", "-")
         text = f"{spec.metadata['help']} (env {env}; default {spec.default!r})"
-        if spec.type == "bool":  # a switch: --docs
-            serve.add_argument(flag, dest=spec.name, action="store_const", const="1", help=text)
+        if spec.type == "bool":  # a switch that turns the default over: --docs, --no-record-...
+            if spec.default:
+                flag = "--no-" + spec.name.replace("_", "-")
+            value = "0" if spec.default else "1"
+            serve.add_argument(flag, dest=spec.name, action="store_const", const=value, help=text)
         else:
             serve.add_argument(flag, dest=spec.name, metavar=env, help=text)
     serve.add_argument("--log-level", default="info", help="uvicorn and chatstream log level")

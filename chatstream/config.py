@@ -129,3 +129,20 @@ class ConversationLimits:
     def __post_init__(self) -> None:
         if min(self.max_messages, self.max_conversation_bytes, self.max_conversations) < 1:
             raise ValueError("conversation limits must be positive")
+
+
+@dataclass(frozen=True)
+class ReplyConfig:
+    """How replies outlive the connection that asked for them."""
+
+    detach_grace: float = 30.0
+    """Seconds a reply goes on generating after its last client left (0: it stops at once)."""
+    reply_ttl: float = 600.0
+    """Seconds a reply's events stay in Redis after it ends, for clients that attach late."""
+    record: bool = True
+    """Record each reply's events in Redis, so that any instance can serve them (off: only the
+    instance that generates a reply can attach to it)."""
+
+    def __post_init__(self) -> None:
+        if self.detach_grace < 0 or self.reply_ttl <= 0:
+            raise ValueError("detach_grace must not be negative and reply_ttl must be positive")

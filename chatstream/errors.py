@@ -16,6 +16,7 @@
     ├── NothingToRegenerate             409 nothing_to_regenerate
     ├── NothingToContinue               409 nothing_to_continue
     ├── NothingRunning                  409 nothing_running
+    ├── ConversationChanged             409 conversation_changed (by another turn meanwhile)
     ├── ConversationFull                409 conversation_full
     ├── TooManyConversations            409 too_many_conversations
     ├── QueueFull                       429 queue_full (Retry-After)
@@ -145,6 +146,11 @@ class NothingToContinue(ChatStreamError):
 class NothingRunning(ChatStreamError):
     status = 409
     code = "nothing_running"
+
+
+class ConversationChanged(ChatStreamError):
+    status = 409
+    code = "conversation_changed"
 
 
 class ConversationFull(ChatStreamError):

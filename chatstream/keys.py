@@ -151,3 +151,26 @@ def _checked(identifier: str) -> str:
     if not valid_id(identifier):
         raise ValueError(f"not an id: {identifier!r}")
     return identifier
+
+
+# Replies: each reply's keys share its hash tag ``{reply:<message id>}``.
+@dataclass(frozen=True, slots=True)
+class ReplyKeys:
+    meta: str
+    """Hash: owner, conversation, status, queue position, the pending user message, ``stop``."""
+    events: str
+    """Stream: the reply's events, with the ids its server-sent events carry (``0-<n>``)."""
+    followers: str
+    """Sorted set: clients following the reply from other instances, by heartbeat expiry (ms)."""
+
+    @classmethod
+    def build(cls, message_id: str, prefix: str = DEFAULT_PREFIX) -> ReplyKeys:
+        base = f"{prefix}reply:{{{_checked(message_id)}}}"
+        return cls(meta=base, events=base + ":events", followers=base + ":followers")
+
+
+def request_key(conversation_id: str, idempotency_key: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """String: the message id of the reply a POST with this ``Idempotency-Key`` started in this
+    conversation (under the conversation's hash tag), kept as long as the reply's events."""
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+    return f"{ConversationKeys.build(conversation_id, prefix).record}:request:{digest}"

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .config import AccessConfig, AdmissionConfig, RequestLimits, ServerLimits
+from .config import AccessConfig, AdmissionConfig, ReplyConfig, RequestLimits, ServerLimits
 from .engines.base import GenerationParams
 from .engines.config import BatchingConfig
 
@@ -91,6 +91,21 @@ class Settings:
         AdmissionConfig.rate_limit,
         "CHATSTREAM_RATE_LIMIT",
         "turns one client may start per minute before 429; 0 = off",
+    )
+    detach_grace: float = setting(
+        ReplyConfig.detach_grace,
+        "CHATSTREAM_DETACH_GRACE",
+        "seconds a reply goes on generating after its last client left; 0 = stop at once",
+    )
+    reply_ttl: float = setting(
+        ReplyConfig.reply_ttl,
+        "CHATSTREAM_REPLY_TTL",
+        "seconds a reply's events stay in Redis after it ends, for clients that attach late",
+    )
+    record_replies: bool = setting(
+        ReplyConfig.record,
+        "CHATSTREAM_RECORD_REPLIES",
+        "record replies' events in Redis so any instance can serve them; 0 = only locally",
     )
     max_new_tokens: int = setting(
         GenerationParams.max_new_tokens,

@@ -24,17 +24,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..admission.base import Admission, RateLimiter
-from ..engines.base import Engine, FinishReason, GenerationDone, GenerationRequest, TextDelta
+from ..engines.base import FinishReason, GenerationDone, GenerationRequest, TextDelta
 from ..errors import ChatStreamError, GenerationFailed
 from ..logs import log_stream
-from ..metrics import Metrics
 from .outcome import Outcome
+from .services import Services
 from .sink import ClientGone, QueueReporter, ReplySink, quietly
 
 logger = logging.getLogger("chatstream")
 
-Interruption = Literal["client_left", "lease_lost", "shutdown"]
+Interruption = Literal["client_left", "stopped", "lease_lost", "shutdown"]
 
 
 @dataclass(slots=True)
@@ -49,16 +48,6 @@ class Reply:
     @property
     def text(self) -> str:
         return "".join(self.parts)
-
-
-@dataclass(frozen=True, slots=True)
-class Services:
-    """What every run of one ChatStream uses."""
-
-    engine: Engine
-    admission: Admission
-    metrics: Metrics
-    rate_limiter: RateLimiter | None = None
 
 
 class GenerationRun:
@@ -78,6 +67,7 @@ class GenerationRun:
         self.admission = services.admission
         self.metrics = services.metrics
         self.rate_limiter = services.rate_limiter
+        self.times = services.times
         self.client = client
         self.route = route
         self.reply = Reply()
@@ -169,6 +159,7 @@ class GenerationRun:
             if self._interruption is None:
                 raise
             outcome = self._interrupted_outcome()
+            await self._tell_the_end(sink)
         except ClientGone:
             outcome = self._left_outcome()
         except Exception:
@@ -177,9 +168,16 @@ class GenerationRun:
                 await quietly(sink.reject(ChatStreamError("the reply could not be generated")))
                 return Outcome.UNKNOWN_ERROR_OCCURRED
             outcome = Outcome.UNKNOWN_ERROR_OCCURRED
-        if outcome in (Outcome.SUCCESS, Outcome.UNKNOWN_ERROR_OCCURRED, Outcome.REJECTED):
-            await quietly(sink.end())
+        await quietly(sink.end())
         return outcome
+
+    async def _tell_the_end(self, sink: ReplySink) -> None:
+        """An interrupted reply that was stored ends, for whoever still follows it, as it was
+        stored: ``done`` (``cancelled``), or ``error``."""
+        if self.reply.finish_reason == "error":
+            await quietly(sink.error(GenerationFailed("the reply could not be completed")))
+        elif self.reply.finish_reason is not None:
+            await quietly(sink.done(self.summary()))
 
     async def _hold_queue_generate(self, sink: ReplySink) -> Outcome:
         if self.rate_limiter is not None and self.client is not None:
@@ -203,9 +201,12 @@ class GenerationRun:
                 stack.callback(watcher.cancel)
             self._raise_if_interrupted()
             await sink.start()
+            started = time.perf_counter()
             try:
                 with self.metrics.generations_active.track_inprogress():
                     await self._generate(sink)
+                if self.times is not None:
+                    self.times.add(time.perf_counter() - started)
             finally:
                 self._interruptible = False
                 if self.reply.parts or self.reply.finish_reason is not None:

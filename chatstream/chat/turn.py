@@ -30,13 +30,17 @@ from ..conversations.store import Conversation
 from ..engines.base import GenerationRequest
 from ..errors import (
     ChatStreamError,
+    ConversationChanged,
     ConversationFull,
     NotFound,
     NothingToContinue,
     NothingToRegenerate,
+    SessionBusy,
 )
+from ..replies.store import ReplyStore
 from .outcome import CompletionCallback, Outcome, run_callback
-from .run import GenerationRun, Services
+from .run import GenerationRun
+from .services import Services
 
 logger = logging.getLogger("chatstream")
 
@@ -124,6 +128,10 @@ class ChatTurn:
     message_id: str
     callback: CompletionCallback | None
     lease_ttl: float
+    replies: ReplyStore | None = None
+    """Where the request's ``Idempotency-Key`` is remembered (with recording)."""
+    idempotency_key: str | None = None
+    reply_ttl: float = 0.0
     stored: Conversation | None = field(default=None)
 
 
@@ -148,6 +156,17 @@ class TurnRun(GenerationRun):
         lost = await stack.enter_async_context(
             conversation_lease(lease, turn.message_id, turn.lease_ttl)
         )
+        # The turn was planned on the conversation as loaded: another turn may have changed it
+        # before this one got the lease (a reply stored meanwhile).
+        current = await turn.access.store.load(turn.owner, turn.conversation.info.id)
+        if current is None or current.version != turn.conversation.version:
+            raise ConversationChanged("the conversation changed meanwhile: send the turn again")
+        if turn.replies is not None and turn.idempotency_key is not None:
+            earlier = await turn.replies.remember_request(
+                turn.conversation.info.id, turn.idempotency_key, turn.message_id, turn.reply_ttl
+            )
+            if earlier is not None:  # the same request, retried as the first one ended
+                raise SessionBusy("this request already started a reply", message_id=earlier)
         return (lost,)
 
     async def settle(self) -> bool:

@@ -20,12 +20,16 @@ from starlette.types import Receive, Scope, Send
 from ..chat.outcome import CompletionCallback, Outcome, run_callback
 from ..chat.turn import ChatTurn, TurnRun, plan_turn
 from ..conversations.access import new_message_id
+from ..errors import InvalidRequest
+from ..replies.hub import ReplyHub
+from ..replies.running import RunningReply
 from .body import parse_json, read_body, validate_chat_body
 from .clients import client_of
 from .errors import error_response
 from .guard import guard_request
-from .streaming import StreamedReply
-from .wire import EventStreamWriter, TextStreamWriter, wants_event_stream
+from .replies import follow_reply
+from .streaming import FollowedReply
+from .wire import writer_for
 
 if TYPE_CHECKING:
     from ..chat_stream import ChatStream
@@ -59,6 +63,13 @@ async def chat_stream_endpoint(
             conversation = active
         owner = await access.owner(create=True)
         assert owner is not None
+        key = idempotency_key_of(request)
+        if key is not None and chat_stream.reply_config.record:
+            recorded = chat_stream.reply_store(session)
+            earlier = await recorded.request(conversation.info.id, key)
+            if earlier is not None:  # a retried POST: the reply it started, not a second turn
+                writer = writer_for(request, earlier)
+                return await follow_reply(chat_stream, request, earlier, writer)
         plan = plan_turn(
             conversation,
             body.action,
@@ -66,30 +77,60 @@ async def chat_stream_endpoint(
             text=body.text,
             message_id=None if body.edit is None else body.edit.message_id,
         )
-        message_id = new_message_id()
-        generation = chat_stream.generation_request(
-            plan.history,
-            chat_stream.generation_settings(session),
-            request_id=message_id,
-            assistant_prefix=plan.continues.content if plan.continues else "",
+        turn = ChatTurn(
+            request,
+            access,
+            owner,
+            conversation,
+            plan,
+            new_message_id(),
+            callback,
+            chat_stream.admission_config.lease_ttl,
+            idempotency_key=key,
         )
+        running = _running_reply(chat_stream, turn)
+        await chat_stream.replies.start(running)
     except Exception as exc:
-        # The body parsed, so the callback hears of the refusal, after the response.
-        refused = error_response(exc, RefusedTurn)
-        refused.after = functools.partial(run_callback, callback, request, Outcome.REJECTED)
-        return refused
-    lease_ttl = chat_stream.admission_config.lease_ttl
-    turn = ChatTurn(request, access, owner, conversation, plan, message_id, callback, lease_ttl)
+        return _refused(exc, request, callback)
+    writer = writer_for(request, running.message_id)
+    return FollowedReply(running.hub.follow(), writer, finished=running.task)
+
+
+def _running_reply(chat_stream: ChatStream, turn: ChatTurn) -> RunningReply:
+    """The turn's run, ready to start, with its hub and its record."""
+    session, plan = turn.request.state.session, turn.plan
+    generation = chat_stream.generation_request(
+        plan.history,
+        chat_stream.generation_settings(session),
+        request_id=turn.message_id,
+        assistant_prefix=plan.continues.content if plan.continues else "",
+    )
+    config = chat_stream.reply_config
+    turn.replies = chat_stream.reply_store(session) if config.record else None
+    turn.reply_ttl = config.reply_ttl
+    services = chat_stream.services(session)
     run = TurnRun(
         turn,
         generation,
-        chat_stream.services(session),
-        client=client_of(request, "chat", chat_stream.owner_rule),
-        route=request.url.path,
+        services,
+        client=client_of(turn.request, "chat", chat_stream.owner_rule),
+        route=turn.request.url.path,
     )
-    sse = wants_event_stream(request.headers.get("accept", ""))
-    writer = EventStreamWriter if sse else TextStreamWriter
-    return StreamedReply(run, functools.partial(writer, message_id=message_id))
+    estimate = services.times.wait if services.times else _no_estimate
+    return RunningReply(
+        run,
+        ReplyHub(turn.message_id, estimate),
+        config,
+        owner=turn.owner,
+        conversation_id=turn.conversation.info.id,
+        start=plan.start,
+        pending=plan.pending,
+        store=turn.replies,
+    )
+
+
+def _no_estimate(position: int) -> None:
+    return None
 
 
 class RefusedTurn(JSONResponse):
@@ -102,3 +143,25 @@ class RefusedTurn(JSONResponse):
         await super().__call__(scope, receive, send)
         if self.after is not None:
             await self.after()
+
+
+def _refused(exc: Exception, request: Request, callback: CompletionCallback | None) -> Response:
+    """The body parsed, so the callback hears of the refusal, after the response."""
+    refused = error_response(exc, RefusedTurn)
+    refused.after = functools.partial(run_callback, callback, request, Outcome.REJECTED)
+    return refused
+
+
+MAX_IDEMPOTENCY_KEY = 128
+
+
+def idempotency_key_of(request: Request) -> str | None:
+    """The request's ``Idempotency-Key`` (1 to 128 visible ASCII characters), if it has one."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible characters"
+        )
+    return key

@@ -22,7 +22,7 @@ from ..conversations.access import new_message_id
 from ..conversations.prompt import ChatPrompt
 from ..errors import ChatStreamError, NotFound
 from ..keys import GENERATION_PARAMS
-from . import conversations, openai, page
+from . import conversations, openai, page, replies
 from .body import ChatStreamBody, parse_json, read_body
 from .chat import chat_stream_endpoint
 from .conversations import conversation_view
@@ -189,6 +189,7 @@ def build_router(chat_stream: ChatStream) -> APIRouter:
         "POST /chat_stream": ChatStreamBody,
         "POST /set_generation_params": GenerationSettings,
         "POST /set_feedback": FeedbackBody,
+        "POST /stop_generation": replies.StopBody,
         "POST /conversations": conversations.NewConversation,
         f"PATCH {ONE}": conversations.Rename,
         "POST /v1/chat/completions": openai.CompletionBody,
@@ -198,6 +199,8 @@ def build_router(chat_stream: ChatStream) -> APIRouter:
         ("/static/app.js", page.script, "GET", "The web chat page's script"),
         ("/static/style.css", page.stylesheet, "GET", "The web chat page's style sheet"),
         ("/chat_stream", bind(chat_stream_endpoint), "POST", "Stream the next assistant reply"),
+        ("/chat_stream/{message_id}", bind(replies.attach), "GET", "Follow a reply"),
+        ("/stop_generation", bind(replies.stop_generation), "POST", "Stop a running reply"),
         ("/get_prompt", bind(get_prompt), "GET", "The conversation and its prompt"),
         ("/clear_context", bind(clear_context), "POST", "Start the conversation over"),
         ("/set_generation_params", bind(set_generation_params), "POST", "Set sampling parameters"),

@@ -9,15 +9,18 @@ stream or with the error alike; the writer adds its own content type and stream 
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Send
 
 from ..chat.sink import ClientGone
 from ..errors import ChatStreamError
+from ..replies.hub import ReplyEvent
 from .errors import error_response
 from .responses import RAW_PRIVATE_HEADERS
 
@@ -37,6 +40,7 @@ class TextStreamWriter:
         self.message_id = message_id
         self._headers = [(k, v) for k, v in headers if k.lower() not in _BODY_HEADERS]
         self.started = False
+        self._complete = False
 
     async def start(self) -> None:
         if self.started:
@@ -51,7 +55,7 @@ class TextStreamWriter:
         ]
         await self._emit({"type": "http.response.start", "status": 200, "headers": headers})
 
-    async def queued(self, position: int) -> None:
+    async def queued(self, position: int, eta_s: float | None = None) -> None:
         """Plain text has no queue events: the response starts once generation does."""
 
     async def keep_alive(self) -> None:
@@ -63,6 +67,11 @@ class TextStreamWriter:
 
     async def done(self, summary: dict[str, Any]) -> None:
         """The body's end is the reply's end."""
+
+    async def event(self, event: ReplyEvent) -> None:
+        """A reply's numbered event (as a follower reads it): here, its text."""
+        if event.name == "delta":
+            await self.delta(event.data["text"])
 
     async def error(self, error: ChatStreamError) -> None:
         """A plain stream cut short simply ends."""
@@ -79,10 +88,14 @@ class TextStreamWriter:
         headers = [*self._headers, *response.raw_headers]
         start = {"type": "http.response.start", "status": response.status_code}
         await self._emit({**start, "headers": headers})
+        self._complete = True
         await self._emit({"type": "http.response.body", "body": bytes(response.body)})
 
     async def end(self) -> None:
+        if self._complete:
+            return
         await self.start()
+        self._complete = True
         await self._emit({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _body(self, chunk: bytes) -> None:
@@ -97,12 +110,16 @@ class TextStreamWriter:
 
 class EventStreamWriter(TextStreamWriter):
     """``text/event-stream``: ``queued``, ``delta``, then ``done`` or ``error`` events, with
-    comment lines as keep-alives while the request waits in the queue."""
+    comment lines as keep-alives while the request waits in the queue. A chat reply's events
+    carry ``id: <n>`` (1, 2, …); ``queued`` events and keep-alives carry none."""
 
     media_type = "text/event-stream; charset=utf-8"
 
-    async def queued(self, position: int) -> None:
-        await self._event("queued", {"position": position})
+    async def queued(self, position: int, eta_s: float | None = None) -> None:
+        data: dict[str, Any] = {"position": position}
+        if eta_s is not None:
+            data["eta_s"] = eta_s
+        await self._event("queued", data)
 
     async def keep_alive(self) -> None:
         await self.start()
@@ -119,11 +136,22 @@ class EventStreamWriter(TextStreamWriter):
             "error", {"code": error.code, "message": error.message, **error.details()}
         )
 
-    async def _event(self, name: str, data: dict[str, Any]) -> None:
+    async def event(self, event: ReplyEvent) -> None:
+        """A reply's numbered event, with its ``id:`` (what ``Last-Event-ID`` resumes after)."""
+        await self._event(event.name, event.data, event.id)
+
+    async def _event(self, name: str, data: dict[str, Any], event_id: int | None = None) -> None:
         await self.start()
         payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        await self._body(f"event: {name}\ndata: {payload}\n\n".encode())
+        head = f"id: {event_id}\n" if event_id is not None else ""
+        await self._body(f"{head}event: {name}\ndata: {payload}\n\n".encode())
 
 
 def wants_event_stream(accept: str) -> bool:
     return any(part.split(";")[0].strip() == "text/event-stream" for part in accept.split(","))
+
+
+def writer_for(request: Request, message_id: str) -> Callable[[Send, RawHeaders], TextStreamWriter]:
+    """The wire format the request asks for: server-sent events, else plain text."""
+    sse = wants_event_stream(request.headers.get("accept", ""))
+    return functools.partial(EventStreamWriter if sse else TextStreamWriter, message_id=message_id)

@@ -276,9 +276,10 @@ async def test_rejections_reach_the_callback(make_app: AppFactory, engine: Scrip
 async def test_client_leaving_mid_stream_cancels_and_keeps_the_partial_reply(
     make_app: AppFactory,
 ) -> None:
+    """With no detach grace, the client leaving stops the reply at once (the seed's way)."""
     engine = ScriptedEngine(["Par", "tial", " never"])
     recorder = Recorder()
-    app = app_with_callback(make_app, engine, recorder)
+    app = app_with_callback(make_app, engine, recorder, detach_grace=0)
     async with client_for(app) as client:
         await turn(client, user_input="warm-up")  # a stored session to continue
         engine.pause_after = 2
@@ -289,6 +290,7 @@ async def test_client_leaving_mid_stream_cancels_and_keeps_the_partial_reply(
         await engine.paused.wait()
         leaving.leave.set()
         await running
+        await recorder.called.wait()  # the reply ends on its own, once stored
         assert engine.cancelled.is_set()
         assert leaving.text == "Partial"
         assert recorder.calls[-1][0] == "client_disconnected_while_streaming"
@@ -305,7 +307,7 @@ async def test_client_leaving_mid_stream_cancels_and_keeps_the_partial_reply(
 async def test_client_leaving_while_queued(make_app: AppFactory) -> None:
     engine = ScriptedEngine(pause_after=0, slots=1)
     recorder = Recorder()
-    app, chat_stream = make_app(engine, max_concurrent=1)
+    app, chat_stream = make_app(engine, max_concurrent=1, detach_grace=0)
 
     @app.post("/with_callback")
     async def with_callback(request: Request) -> Response:
@@ -321,6 +323,7 @@ async def test_client_leaving_while_queued(make_app: AppFactory) -> None:
     await wait_until(lambda: admission.load(), lambda load: load.waiting == 1)
     waiter.leave.set()
     await waiting
+    await recorder.called.wait()
     assert recorder.calls[0][0] == "client_disconnected_before_streaming"
     assert recorder.calls[0][1] == []
     assert waiter.status is None

@@ -38,7 +38,9 @@ def post_and_leave_after_first_chunk(port: int, payload: dict[str, str]) -> tupl
 
 
 def test_client_closing_mid_stream_stops_generation_and_keeps_the_partial_reply() -> None:
-    with running_server("--model", "mock", "--mock-token-delay", "0.05") as server:
+    """With no detach grace (the seed's way): the reply stops when its only client leaves."""
+    args = ("--model", "mock", "--mock-token-delay", "0.05", "--detach-grace", "0")
+    with running_server(*args) as server:
         cookie, _ = post_and_leave_after_first_chunk(server.port, {"user_input": "Tell me more"})
         headers = {"cookie": cookie}
         deadline = time.monotonic() + 10

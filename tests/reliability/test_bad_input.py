@@ -57,8 +57,10 @@ class Conversation:
     conversation_id: str
 
     def path(self, template: str) -> str:
-        """A route's path, with this conversation's id for a ``{conversation_id}``."""
-        return template.replace("{conversation_id}", self.conversation_id)
+        """A route's path, with this conversation's ids for its ``{conversation_id}`` or
+        ``{message_id}``."""
+        path = template.replace("{conversation_id}", self.conversation_id)
+        return path.replace("{message_id}", self.message_id)
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +184,7 @@ EDGE_TEMPLATES = {
     "/set_feedback": b'{"message_id": "MESSAGE_ID", "is_like": true, "form_data": {"x": %s}}',
     "/v1/chat/completions": b'{"messages": [{"role": "user", "content": %s}], "stop": %s}',
     "/conversations": b'{"title": %s}',
+    "/stop_generation": b'{"message_id": %s}',
     "/conversations/{conversation_id}": b'{"title": %s}',
 }
 
@@ -239,6 +242,8 @@ ROUTES = [
     ("GET", "/static/app.js"),
     ("GET", "/static/style.css"),
     ("POST", "/chat_stream"),
+    ("GET", "/chat_stream/{message_id}"),
+    ("POST", "/stop_generation"),
     ("GET", "/get_prompt"),
     ("POST", "/clear_context"),
     ("POST", "/set_generation_params"),

@@ -82,13 +82,20 @@ class Chat:
     engine: ScriptedEngine
     store: HeldWrites
     outcomes: list[Outcome] = field(default_factory=list)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def make_chat(redis: Redis, deltas: list[str]) -> Chat:
     """A one-slot chat on real Redis whose ``/chat`` route records each callback."""
     engine = ScriptedEngine(deltas, slots=1)
     store = HeldWrites(redis)
-    chat_stream = ChatStream(engine=engine, redis=redis, max_concurrent=1, conversation_store=store)
+    chat_stream = ChatStream(
+        engine=engine,
+        redis=redis,
+        max_concurrent=1,
+        conversation_store=store,
+        detach_grace=0,  # the client leaving stops the reply at once
+    )
     app = FastAPI()
     sessions = RedisSessionStore(redis, prefix=DEFAULT_PREFIX)  # the served app's layout
     app.add_middleware(SessionMiddleware, store=sessions, secret_key=SECRET, cookie_name=COOKIE)
@@ -96,6 +103,7 @@ def make_chat(redis: Redis, deltas: list[str]) -> Chat:
 
     async def record(request: Request, outcome: Outcome) -> None:
         chat.outcomes.append(outcome)
+        chat.ended.set()
 
     @app.post("/chat")
     async def chat_route(request: Request) -> Response:
@@ -157,10 +165,10 @@ EXPECTED: dict[tuple[Point, str], Outcome] = {
     ("first_byte", "text/event-stream"): Outcome.CLIENT_DISCONNECTED_WHILE_STREAMING,
     ("mid_stream", "text/plain"): Outcome.CLIENT_DISCONNECTED_WHILE_STREAMING,
     ("mid_stream", "text/event-stream"): Outcome.CLIENT_DISCONNECTED_WHILE_STREAMING,
-    # Every delta had gone out before the turn was stored: plain text has nothing more to say
-    # (only the end of its body, which the client no longer needs); SSE missed its done event.
+    # Every delta had been generated before the turn was stored: the reply completed, whoever
+    # was still there to see its end.
     ("persist", "text/plain"): Outcome.SUCCESS,
-    ("persist", "text/event-stream"): Outcome.CLIENT_DISCONNECTED_WHILE_STREAMING,
+    ("persist", "text/event-stream"): Outcome.SUCCESS,
 }
 
 
@@ -184,6 +192,7 @@ async def test_a_client_leaving_at_any_point_leaves_nothing_behind(
         leaving = ManualRequest(chat.app, "/chat", {"user_input": "leaves"}, cookie, accept)
         await leave_at(chat, point, leaving, k)
 
+        await asyncio.wait_for(chat.ended.wait(), 10)  # the reply ends on its own, once stored
         assert chat.outcomes == [EXPECTED[point, accept]]
         messages = (await client.get("/get_prompt")).json()["messages"]
         assert_well_formed(messages)

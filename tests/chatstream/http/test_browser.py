@@ -49,6 +49,7 @@ def server() -> Iterator[str]:
     """The base URL of a mock-model server with the embedded store and one generation slot."""
     args = [
         *("--model", "mock", "--mock-token-delay", str(TOKEN_DELAY), "--max-concurrent", "1"),
+        *("--detach-grace", "0"),  # Stop aborts the request: the reply ends with it
         *("--log-level", "warning"),
     ]
     with serve(args, secret_key="browser-test-secret", ready_path="/healthz", timeout=30) as server:
