@@ -12,8 +12,6 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -37,6 +35,7 @@ from .http.chat import chat_stream_endpoint
 from .http.routes import build_router
 from .keys import GENERATION_PARAMS, READY_PROBE
 from .metrics import Metrics
+from .redis_client import REDIS_ERRORS, RedisClient
 
 
 class ChatStream:
@@ -58,7 +57,7 @@ class ChatStream:
         *,
         engine: Engine | None = None,
         admission: Admission | None = None,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         system_prompt: str | None = None,
         chat_template: str | None = None,
         context_len: int | None = None,
@@ -277,7 +276,7 @@ class ChatStream:
             )
         return self._services
 
-    def redis_for(self, session: Session | None) -> Redis:
+    def redis_for(self, session: Session | None) -> RedisClient:
         """Where chatstream keeps its shared state: the Redis given to this ChatStream, else the
         session store's (the embedded store when there is neither)."""
         if self._redis is None:
@@ -295,7 +294,7 @@ class ChatStream:
         await session.store.ping()
         try:
             await self.redis_for(session).set(READY_PROBE, "1", px=10_000)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise ServiceUnavailable("Redis does not take writes") from exc
 
     @functools.cached_property
