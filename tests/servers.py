@@ -184,15 +184,24 @@ class ClusterNodes:
                     return next(node for node in self.nodes if node.port == port)
         raise LookupError(f"no node serves slot {slot}")
 
+    def flush(self) -> None:
+        """Delete every key (on every master)."""
+        for node in self.masters():
+            with node.client() as client:
+                client.flushall()
+
     def replicate(self) -> None:
         """Wait for every master's writes so far to reach its replicas (``WAIT``)."""
-        for node in self._running():
-            if node.info("replication")["role"] == "master":
-                _replicate(node, self.replicas)
+        for node in self.masters():
+            _replicate(node, self.replicas)
 
     def kill(self) -> None:
         for node in self.nodes:
             node.kill()
+
+    def masters(self) -> list[RedisProcess]:
+        """The running nodes that are masters now."""
+        return [node for node in self._running() if node.info("replication")["role"] == "master"]
 
     def _running(self) -> list[RedisProcess]:
         return [node for node in self.nodes if node.running]

@@ -5,13 +5,21 @@ a 500, never a hang) and no restart."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import pytest
 
-from tests.servers import ClusterNodes, SentinelGroup, Server, running_server, wait_for
+from tests.servers import (
+    ClusterNodes,
+    RedisProcess,
+    SentinelGroup,
+    Server,
+    running_server,
+    wait_for,
+)
 
 from ..sse import iter_events
 from .state import SEMAPHORE, assert_well_formed, history
@@ -91,32 +99,43 @@ def test_two_instances_chat_queue_and_rate_limit_as_one(topology: Topology) -> N
         assert (load["processing"], load["waiting"]) == (0, 0)
 
 
-def kill_the_hot_primary(topology: Topology) -> Callable[[], bool]:
-    """kill -9 the node that holds the admission semaphore (the Sentinel's primary, or the
-    cluster's master of the semaphore's slot); returns a probe of the takeover by a replica."""
-    if isinstance(topology, SentinelGroup):
-        topology.primary.kill()
-        return lambda: topology.primary_port() == topology.replica.port
-    master = topology.master_of(SEMAPHORE.holders)
-    master.kill()
-    return lambda: topology.master_of(SEMAPHORE.holders) is not master and topology.whole()
+def hot_primary(topology: Topology) -> RedisProcess:
+    """The node that serves the admission semaphore now: the Sentinel's primary, or the
+    cluster's master of the semaphore's slot."""
+    if isinstance(topology, ClusterNodes):
+        return topology.master_of(SEMAPHORE.holders)
+    promoted = topology.primary_port() == topology.replica.port
+    return topology.replica if promoted else topology.primary
 
 
-def traffic(server: Server, stop: threading.Event) -> list[httpx.Response]:
-    """New users' turns, one after another, until ``stop``; every answer."""
-    answers = []
-    for _ in range(5000):  # a bound: the loop ends at ``stop`` long before
-        if stop.is_set():
-            break
-        answers.append(
-            httpx.post(f"{server.url}/chat_stream", json={"user_input": "x"}, timeout=TIMEOUT)
-        )
-    return answers
+def wake_subscribers(node: RedisProcess) -> int:
+    with node.client() as client:
+        ((_, count),) = client.pubsub_numsub(SEMAPHORE.wake_channel)
+    return int(count)
 
 
-def test_a_failover_under_traffic_costs_503s_then_serves_with_no_restart(
-    replicated: Topology,
-) -> None:
+@contextmanager
+def traffic(server: Server, pool: ThreadPoolExecutor) -> Iterator[Future[list[httpx.Response]]]:
+    """New users' turns, one after another, until the block ends (however it ends)."""
+    stop = threading.Event()
+
+    def turns() -> list[httpx.Response]:
+        answers = []
+        for _ in range(5000):  # a bound: the loop ends with the block long before
+            if stop.is_set():
+                break
+            body = {"user_input": "x"}
+            answers.append(httpx.post(f"{server.url}/chat_stream", json=body, timeout=TIMEOUT))
+        return answers
+
+    answers = pool.submit(turns)
+    try:
+        yield answers
+    finally:
+        stop.set()
+
+
+def test_a_failover_under_traffic_costs_503s_then_serves_again(replicated: Topology) -> None:
     args = (*MOCK, "--max-concurrent", "1", "--lease-ttl", "3", "--rate-limit", "0")
     with (
         running_server(*args, env={"REDIS_URL": replicated.url}) as server,
@@ -126,16 +145,16 @@ def test_a_failover_under_traffic_costs_503s_then_serves_with_no_restart(
         assert alice.post("/chat_stream", json={"user_input": "before"}).status_code == 200
         replicated.replicate()  # asynchronous replication: what the replicas have is kept
         # A turn streams and one queues when the primary dies, and new users keep coming.
-        started, stop = threading.Event(), threading.Event()
+        started = threading.Event()
         in_flight = pool.submit(sse_turn, server, LONG_INPUT, started)
         assert started.wait(10)
         queued = pool.submit(sse_turn, server, {"user_input": "queued"})
         wait_for(lambda: httpx.get(f"{server.url}/get_load").json()["waiting"], (1).__eq__)
-        answers = pool.submit(traffic, server, stop)
-        taken_over = kill_the_hot_primary(replicated)
-        wait_for(taken_over, bool, timeout=30)
-        wait_for(lambda: httpx.get(f"{server.url}/readyz").status_code, (200).__eq__, timeout=15)
-        stop.set()
+        with traffic(server, pool) as answers:
+            killed = hot_primary(replicated)
+            killed.kill()
+            wait_for(lambda: hot_primary(replicated) is not killed, bool, timeout=30)
+            wait_for(lambda: httpx.get(f"{server.url}/readyz").status_code, (200).__eq__)
 
         # Every stream ended, with its reply or an error event; nothing hung.
         assert in_flight.result(10)[-1] in ("done", "error")
@@ -146,8 +165,10 @@ def test_a_failover_under_traffic_costs_503s_then_serves_with_no_restart(
         for refused in (r for r in during if r.status_code == 503):
             assert_unavailable(refused)
         # The same process serves again; what was replicated before the failover is there.
-        # Permits and leases of requests cut off by the failover expire within the lease TTL.
+        # Permits and leases of requests cut off by the failover expire within the lease TTL,
+        # and the queue's wake-up listener listens on the new primary.
         wait_for(lambda: httpx.get(f"{server.url}/get_load").json()["processing"], (0).__eq__)
+        wait_for(lambda: wake_subscribers(hot_primary(replicated)), (1).__eq__)
         assert alice.post("/chat_stream", json={"user_input": "after"}).status_code == 200
         assert [m["content"] for m in history(alice)][::2] == ["before", "after"]
         assert sse_turn(server, {"user_input": "again"})[-1] == "done"
