@@ -20,6 +20,7 @@ from redis.exceptions import (
     MovedError,
     ReadOnlyError,
     RedisClusterException,
+    ResponseError,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -31,6 +32,7 @@ OUTAGES: list[Exception] = [
     RedisTimeoutError("Timeout reading from socket"),
     BusyLoadingError("Redis is loading the dataset in memory"),
     ReadOnlyError("You can't write against a read only replica."),
+    ResponseError("NOREPLICAS Not enough good replicas to write."),  # min-replicas-to-write
     MasterNotFoundError("No master found for 'chatstream'"),
     MovedError("3999 10.0.0.7:6381"),
     AskError("3999 10.0.0.7:6381"),
