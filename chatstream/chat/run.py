@@ -34,6 +34,7 @@ from .sink import ClientGone, QueueReporter, ReplySink, quietly
 
 logger = logging.getLogger("chatstream")
 
+NOT_COMPLETED = "the reply could not be completed"
 Interruption = Literal["client_left", "lease_lost", "shutdown"]
 
 
@@ -169,6 +170,8 @@ class GenerationRun:
             if self._interruption is None:
                 raise
             outcome = self._interrupted_outcome()
+            if self._interruption == "lease_lost" and sink.started:  # its client is still there
+                await quietly(sink.error(GenerationFailed(NOT_COMPLETED)))
         except ClientGone:
             outcome = self._left_outcome()
         except Exception:
@@ -217,7 +220,7 @@ class GenerationRun:
             # Interrupted before a single token: nothing to settle.
             return self._interrupted_outcome()
         if self.reply.finish_reason == "error":
-            await sink.error(GenerationFailed("the reply could not be completed"))
+            await sink.error(GenerationFailed(NOT_COMPLETED))
             return Outcome.UNKNOWN_ERROR_OCCURRED
         await sink.done(self.summary())
         return Outcome.SUCCESS

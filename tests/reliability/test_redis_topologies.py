@@ -31,7 +31,7 @@ SSE = {"accept": "text/event-stream"}
 TIMEOUT = httpx.Timeout(10.0)
 """Well past Redis's socket timeout (2 s) and its one retry: a request that hangs fails."""
 MOCK = ("--model", "mock", "--mock-token-delay", "0.02")
-LONG_INPUT = {"user_input": " ".join(["word"] * 40)}  # the mock echoes it: about a second
+LONG_INPUT = {"user_input": " ".join(["word"] * 100)}  # the mock echoes it: 2 s and more
 
 
 @pytest.fixture(params=["cluster", "sentinel"])
