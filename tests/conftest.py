@@ -4,7 +4,7 @@
 ``private_redis``: a redis-server of the test's own, to kill or restart; ``redis_cluster`` (3
 masters), ``redis_cluster_with_replicas`` (3 masters, 3 replicas) and ``sentinel_group`` (a
 primary, a replica, a sentinel): topologies of the test's own, killed at its end however it ends.
-``cluster_redis``: a client of a 3-master cluster that the tests which kill nothing share.
+``cluster_client``: a client of a 3-master cluster that the tests which kill nothing share.
 ``real_redis``: always a real server (``REDIS_URL``, else 127.0.0.1:6379 db 15 when it answers);
 for tests about Redis itself. In CI (``CI`` set) a missing server fails these tests, never skips.
 Each fixture flushes its database before and after the test.
@@ -116,7 +116,7 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
 
 
 @pytest.fixture
-async def cluster_redis(shared_cluster: ClusterNodes) -> AsyncIterator[RedisCluster]:
+async def cluster_client(shared_cluster: ClusterNodes) -> AsyncIterator[RedisCluster]:
     shared_cluster.flush()
     startup = [ClusterNode("127.0.0.1", node.port) for node in shared_cluster.nodes]
     client = RedisCluster(startup_nodes=startup, socket_timeout=5)

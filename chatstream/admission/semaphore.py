@@ -11,7 +11,9 @@ tickets of a crashed instance vanish by themselves. A ticket with a client count
 An instance's waiters are looked after by one poll task: one script call heartbeats them all,
 grants what can be granted and returns their positions. It runs when a script publishes on the
 wake channel (a release, a grant, an expiry), when the next lease or heartbeat in Redis expires,
-and at least every :data:`RECHECK_INTERVAL` (pub/sub loses messages while reconnecting).
+and at least every :data:`RECHECK_INTERVAL` (pub/sub loses messages while reconnecting, e.g.
+to a new master after a failover). On a Redis Cluster a ``PUBLISH`` is broadcast to every node;
+the listener subscribes on the node that serves the channel's slot, the semaphore's own.
 
 Why one module: the semaphore, its local tickets and its permits share this instance's slot
 accounting and wake-up signal; apart, each would reach into the others' state.

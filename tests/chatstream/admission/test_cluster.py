@@ -40,7 +40,7 @@ async def subscribers(nodes: list[Redis]) -> int:
 
 
 async def test_a_release_wakes_waiters_of_another_instance_through_any_node(
-    shared_cluster: ClusterNodes, cluster_redis: RedisCluster, monkeypatch: pytest.MonkeyPatch
+    shared_cluster: ClusterNodes, cluster_client: RedisCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No periodic look and no heartbeat expiry before the queue timeout: only the wake-up
     # signal can hand the permit over in time.
@@ -48,7 +48,7 @@ async def test_a_release_wakes_waiters_of_another_instance_through_any_node(
     monkeypatch.setattr(semaphore_module, "WAITER_TTL", 120.0)
     startup = [ClusterNode("127.0.0.1", node.port) for node in shared_cluster.nodes]
     other_instance = RedisCluster(startup_nodes=startup, socket_timeout=5)
-    holder = RedisSemaphore(cluster_redis, capacity=1, lease_ttl=120)
+    holder = RedisSemaphore(cluster_client, capacity=1, lease_ttl=120)
     waiter = RedisSemaphore(other_instance, capacity=1, lease_ttl=120, queue_timeout=10)
     nodes = [Redis(port=node.port) for node in shared_cluster.nodes]
     listeners = [node.pubsub(ignore_subscribe_messages=True) for node in nodes]

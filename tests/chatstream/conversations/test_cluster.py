@@ -16,15 +16,15 @@ pytestmark = pytest.mark.redis
 ALICE = user_owner("alice")
 
 
-async def test_every_operation_works_across_slots(cluster_redis: RedisCluster) -> None:
-    store = RedisConversationStore(cluster_redis, anonymous_ttl=60)
+async def test_every_operation_works_across_slots(cluster_client: RedisCluster) -> None:
+    store = RedisConversationStore(cluster_client, anonymous_ttl=60)
     visitor = new_anonymous_owner()
     info = await store.create(visitor, title=None, system_prompt="Be brief.", limit=10)
     keys, index = ConversationKeys.build(info.id), OwnerKeys.build(visitor)
-    slots = {cluster_redis.keyslot(key) for key in (keys.record, keys.lease)}
+    slots = {cluster_client.keyslot(key) for key in (keys.record, keys.lease)}
     assert len(slots) == 1
-    assert cluster_redis.keyslot(index.index) == cluster_redis.keyslot(index.summaries)
-    assert cluster_redis.keyslot(index.index) not in slots
+    assert cluster_client.keyslot(index.index) == cluster_client.keyslot(index.summaries)
+    assert cluster_client.keyslot(index.index) not in slots
 
     conversation = await store.load(visitor, info.id)
     assert conversation is not None
