@@ -11,17 +11,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from sessions import RedisSessionStore, SessionMiddleware
-from sessions.embedded import embedded_redis
 
 from .chat_stream import ChatStream
 from .errors import ChatStreamError, MethodNotAllowed, NotFound
@@ -29,11 +24,11 @@ from .http.errors import error_response
 from .http.guard import HostGuard
 from .http.identity import TrustedUserHeader
 from .keys import DEFAULT_PREFIX
+from .redis_client import RedisClient, connect_redis
 from .settings import ConfigError, Settings
 
 logger = logging.getLogger("chatstream")
 
-REDIS_TIMEOUT = 2.0
 MIN_SECRET_BYTES = 32
 
 
@@ -118,27 +113,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(error.get(exc.status_code, ChatStreamError(str(exc.detail))))
 
 
-def connect_redis(url: str | None) -> Redis:
-    """A client for ``url`` with bounded timeouts, or the embedded in-process store.
-
-    A command that fails on a broken connection is sent once more, at once, on a new one: after
-    a Redis restart every pooled connection is dead, and without this the first command on
-    each would fail. While Redis is down the second try fails as fast as the first (connection
-    refused), and a timeout is never retried, so an outage still answers within one timeout.
-    """
-    if url is None:
-        return embedded_redis()
-    client: Redis = Redis.from_url(
-        url,
-        socket_timeout=REDIS_TIMEOUT,
-        socket_connect_timeout=REDIS_TIMEOUT,
-        health_check_interval=15,
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-    )
-    return client
-
-
-def build_chat_stream(settings: Settings, redis: Redis) -> ChatStream:
+def build_chat_stream(settings: Settings, redis: RedisClient) -> ChatStream:
     return ChatStream.from_pretrained(
         settings.model,
         mock_token_delay=settings.mock_token_delay,

@@ -12,8 +12,6 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -43,6 +41,7 @@ from .http.chat import chat_stream_endpoint
 from .http.routes import build_router
 from .keys import GENERATION_PARAMS, READY_PROBE
 from .metrics import Metrics
+from .redis_client import REDIS_ERRORS, RedisClient
 from .replies.running import Replies
 from .replies.store import ReplyStore
 
@@ -66,7 +65,7 @@ class ChatStream:
         *,
         engine: Engine | None = None,
         admission: Admission | None = None,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         system_prompt: str | None = None,
         chat_template: str | None = None,
         context_len: int | None = None,
@@ -301,7 +300,7 @@ class ChatStream:
             self._reply_store = ReplyStore(self.redis_for(session))
         return self._reply_store
 
-    def redis_for(self, session: Session | None) -> Redis:
+    def redis_for(self, session: Session | None) -> RedisClient:
         """Where chatstream keeps its shared state: the Redis given to this ChatStream, else the
         session store's (the embedded store when there is neither)."""
         if self._redis is None:
@@ -319,7 +318,7 @@ class ChatStream:
         await session.store.ping()
         try:
             await self.redis_for(session).set(READY_PROBE, "1", px=10_000)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise ServiceUnavailable("Redis does not take writes") from exc
 
     @functools.cached_property

@@ -37,7 +37,8 @@ class Settings:
     redis_url: str | None = setting(
         None,
         "REDIS_URL",
-        "shared Redis (redis://host:port/db); unset = embedded store, one process",
+        "shared Redis: redis://host:port/db, redis+cluster://host:port,host:port or "
+        "redis+sentinel://host:port,host:port/name; unset = embedded store, one process",
     )
     secret_key: str | None = setting(
         None,

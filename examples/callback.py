@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from chatstream import ChatStream, Outcome
-from chatstream.app import connect_redis
+from chatstream.redis_client import connect_redis
 from sessions import RedisSessionStore, SessionMiddleware
 
 redis = connect_redis(os.environ.get("REDIS_URL"))

@@ -13,12 +13,10 @@ import logging
 import math
 import secrets
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from ..config import AdmissionConfig
 from ..errors import ServiceUnavailable, TooManyRequests
 from ..keys import DEFAULT_PREFIX, rate_limit_key
+from ..redis_client import REDIS_ERRORS, RedisClient
 from .scripts import lua
 
 WINDOW = 60.0
@@ -35,7 +33,7 @@ class RedisRateLimiter:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         per_minute: int = AdmissionConfig.rate_limit,
         prefix: str = DEFAULT_PREFIX,
@@ -60,7 +58,7 @@ class RedisRateLimiter:
         args = (secrets.token_hex(8), self.per_minute, round(WINDOW * 1000))
         try:
             wait_ms = int(await self._script(keys=[key], args=args))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             logger.warning("rate limit store error: %r", exc)
             raise ServiceUnavailable(UNAVAILABLE) from exc
         if wait_ms > 0:

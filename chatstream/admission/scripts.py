@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from ..keys import SemaphoreKeys, client_digest
+from ..redis_client import RedisClient
 
 
 def lua(name: str) -> str:
@@ -39,7 +39,7 @@ class SemaphoreScripts:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: SemaphoreKeys,
         *,
         capacity: int,

@@ -11,7 +11,9 @@ tickets of a crashed instance vanish by themselves. A ticket with a client count
 An instance's waiters are looked after by one poll task: one script call heartbeats them all,
 grants what can be granted and returns their positions. It runs when a script publishes on the
 wake channel (a release, a grant, an expiry), when the next lease or heartbeat in Redis expires,
-and at least every :data:`RECHECK_INTERVAL` (pub/sub loses messages while reconnecting).
+and at least every :data:`RECHECK_INTERVAL` (pub/sub loses messages while reconnecting, e.g.
+to a new master after a failover). On a Redis Cluster a ``PUBLISH`` is broadcast to every node;
+the listener subscribes on the node that serves the channel's slot, the semaphore's own.
 
 Why one module: the semaphore, its local tickets and its permits share this instance's slot
 accounting and wake-up signal; apart, each would reach into the others' state.
@@ -29,12 +31,10 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from ..config import AdmissionConfig
 from ..errors import QueueFull, QueueTimeout, ServiceUnavailable, TooManyRequests
 from ..keys import DEFAULT_PREFIX, SemaphoreKeys
+from ..redis_client import REDIS_ERRORS, RedisClient
 from ..tasks import BackgroundLoop, Renewal
 from .base import Load, Permit, PositionCallback
 from .scripts import CLIENT_FULL, QUEUE_FULL, SemaphoreScripts
@@ -70,7 +70,7 @@ class RedisSemaphore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         name: str = "generation",
         capacity: int,
@@ -139,7 +139,7 @@ class RedisSemaphore:
     async def load(self) -> Load:
         try:
             processing, waiting = await self._scripts.load()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
         return Load(processing, waiting, self.capacity, self.max_queue)
 
@@ -183,7 +183,7 @@ class RedisSemaphore:
                     position = await ticket.next_position()
         except TimeoutError as exc:
             raise QueueTimeout(f"no generation slot within {self.queue_timeout:g} s") from exc
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
         finally:
             self._queued.pop(ticket.id, None)
@@ -193,7 +193,7 @@ class RedisSemaphore:
             if permit is not None:
                 await permit.stop()
             await self._scripts.leave(ticket.id)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             logger.warning("admission ticket %s left to expire in Redis: %s", ticket.id, exc)
         finally:
             if ticket.has_slot:
@@ -322,7 +322,7 @@ def _ignore(position: int) -> None:
     pass
 
 
-def _unavailable(exc: RedisError) -> ServiceUnavailable:
+def _unavailable(exc: Exception) -> ServiceUnavailable:
     """What a client sees of a Redis error: a fixed text; the detail goes to the log."""
     logger.warning("admission store error: %r", exc)
     return ServiceUnavailable(UNAVAILABLE)

@@ -33,6 +33,7 @@ from .sink import ClientGone, QueueReporter, ReplySink, quietly
 
 logger = logging.getLogger("chatstream")
 
+NOT_COMPLETED = "the reply could not be completed"
 Interruption = Literal["client_left", "stopped", "lease_lost", "shutdown"]
 
 
@@ -172,10 +173,12 @@ class GenerationRun:
         return outcome
 
     async def _tell_the_end(self, sink: ReplySink) -> None:
-        """An interrupted reply that was stored ends, for whoever still follows it, as it was
-        stored: ``done`` (``cancelled``), or ``error``."""
-        if self.reply.finish_reason == "error":
-            await quietly(sink.error(GenerationFailed("the reply could not be completed")))
+        """An interrupted reply ends, for whoever still follows it, as it was stored: ``done``
+        (``cancelled``), or ``error`` (as does one whose permit or lease was lost before it was
+        stored)."""
+        lost = self._interruption == "lease_lost" and sink.started
+        if self.reply.finish_reason == "error" or (lost and self.reply.finish_reason is None):
+            await quietly(sink.error(GenerationFailed(NOT_COMPLETED)))
         elif self.reply.finish_reason is not None:
             await quietly(sink.done(self.summary()))
 
@@ -218,7 +221,7 @@ class GenerationRun:
             # Interrupted before a single token: nothing to settle.
             return self._interrupted_outcome()
         if self.reply.finish_reason == "error":
-            await sink.error(GenerationFailed("the reply could not be completed"))
+            await sink.error(GenerationFailed(NOT_COMPLETED))
             return Outcome.UNKNOWN_ERROR_OCCURRED
         await sink.done(self.summary())
         return Outcome.SUCCESS

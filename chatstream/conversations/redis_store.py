@@ -29,11 +29,9 @@ from contextlib import contextmanager
 from importlib.resources import files
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from ..errors import ServiceUnavailable, TooManyConversations
 from ..keys import DEFAULT_PREFIX, ConversationKeys, OwnerKeys
+from ..redis_client import REDIS_ERRORS, RedisClient
 from .owners import is_anonymous
 from .prompt import ChatPrompt, Message
 from .store import (
@@ -59,7 +57,7 @@ def _script(name: str) -> str:
 def _unavailable_on_error() -> Iterator[None]:
     try:
         yield
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         logger.warning("conversation store: %r", exc)
         raise ServiceUnavailable(UNREACHABLE) from exc
 
@@ -77,7 +75,7 @@ class RedisConversationStore(ConversationStore):
     live after their last use."""
 
     def __init__(
-        self, redis: Redis, *, anonymous_ttl: float = 7 * 86400, prefix: str = DEFAULT_PREFIX
+        self, redis: RedisClient, *, anonymous_ttl: float = 7 * 86400, prefix: str = DEFAULT_PREFIX
     ) -> None:
         self.redis = redis
         self.prefix = prefix

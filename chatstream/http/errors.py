@@ -15,13 +15,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sessions import StoreUnavailable
 
 from ..errors import ChatStreamError, ServiceUnavailable
+from ..redis_client import REDIS_ERRORS
 from .responses import PRIVATE_HEADERS
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def as_chat_error(exc: Exception) -> ChatStreamError:
         return exc
     if isinstance(exc, StoreUnavailable):
         return ServiceUnavailable(UNAVAILABLE_MESSAGE, retry_after=exc.retry_after)
-    if isinstance(exc, RedisError | OSError):  # any Redis failure a lower layer let through
+    if isinstance(exc, (*REDIS_ERRORS, OSError)):  # any Redis failure a lower layer let through
         logger.warning("store error answered with a 503: %r", exc)
         return ServiceUnavailable(UNAVAILABLE_MESSAGE)
     logger.error("unexpected error answered with a 500", exc_info=exc)

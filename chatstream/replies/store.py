@@ -21,12 +21,10 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from ..conversations.prompt import Message
 from ..errors import ServiceUnavailable
 from ..keys import DEFAULT_PREFIX, ReplyKeys, request_key
+from ..redis_client import REDIS_ERRORS, RedisClient
 from .hub import ReplyEvent
 
 logger = logging.getLogger("chatstream")
@@ -43,7 +41,7 @@ def _script(name: str) -> str:
 def _unavailable_on_error() -> Iterator[None]:
     try:
         yield
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         logger.warning("reply store: %r", exc)
         raise ServiceUnavailable(UNAVAILABLE) from exc
 
@@ -80,11 +78,12 @@ class Control:
 class ReplyStore:
     """See the module docstring."""
 
-    def __init__(self, redis: Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, redis: RedisClient, *, prefix: str = DEFAULT_PREFIX) -> None:
         self.redis = redis
         self.prefix = prefix
         self._scripts = {
-            name: redis.register_script(_script(name)) for name in ("record", "follow", "stop")
+            name: redis.register_script(_script(name))
+            for name in ("begin", "record", "follow", "stop")
         }
 
     async def begin(
@@ -99,8 +98,7 @@ class ReplyStore:
     ) -> None:
         """A new reply (queued) of ``owner``'s conversation, replacing its messages from
         ``start`` on with ``pending`` and itself."""
-        keys = self._keys(message_id)
-        meta: dict[Any, Any] = {
+        meta: dict[str, str | int] = {
             "owner": owner,
             "conversation": conversation_id,
             "start": start,
@@ -108,11 +106,8 @@ class ReplyStore:
             "status": "queued",
             "position": 0,
         }
-        with _unavailable_on_error():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(keys.meta, mapping=meta)
-                pipe.pexpire(keys.meta, round(ttl * 1000))
-                await pipe.execute()
+        pairs = [item for field, value in meta.items() for item in (field, value)]
+        await self._call("begin", message_id, round(ttl * 1000), *pairs)
 
     async def record(
         self,

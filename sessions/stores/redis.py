@@ -10,7 +10,11 @@ Give the client ``socket_timeout`` and ``socket_connect_timeout`` (and a modest 
 outage then surfaces quickly as :class:`~sessions.errors.StoreUnavailable`, never as a hang.
 Every error of the client is that one error, with a fixed message (the detail goes to the log):
 connection, timeout, read-only replica, failover, MOVED/ASK or cluster down, out of memory, or
-any other reply error, and an ``OSError`` the client let through.
+any other reply error, a cluster client's own errors (no node to ask, a slot not covered: outside
+redis-py's ``RedisError``), and an ``OSError`` the client let through.
+
+Every key a script touches is one session's, under its hash tag, so the store works on a Redis
+Cluster (:class:`~redis.asyncio.cluster.RedisCluster`) as on one server or a Sentinel's master.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from contextlib import contextmanager
 
 from redis import exceptions
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from sessions.errors import StoreUnavailable
 from sessions.stores.base import SessionStore
@@ -94,7 +99,7 @@ return redis.call('DEL', KEYS[1])
 def _unavailable_on_error() -> Iterator[None]:
     try:
         yield
-    except (exceptions.RedisError, OSError) as exc:
+    except (exceptions.RedisError, exceptions.RedisClusterException, OSError) as exc:
         logger.warning("session store unavailable: %s: %s", type(exc).__name__, exc)
         raise StoreUnavailable() from exc
 
@@ -108,7 +113,8 @@ def _text(value: bytes | str) -> str:
 
 
 class RedisSessionStore(SessionStore):
-    """Sessions in Redis (or the embedded fakeredis); works on Redis Cluster.
+    """Sessions in Redis (or the embedded fakeredis): one server, a Sentinel's master or a
+    Redis Cluster.
 
     ``idle_timeout``: seconds without a load or save before a session ends.
     ``absolute_lifetime``: seconds after creation when a session ends regardless.
@@ -119,7 +125,7 @@ class RedisSessionStore(SessionStore):
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         prefix: str = "",
         idle_timeout: float = 7 * 86400,

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chatstream import ChatStream, Outcome
+from chatstream.keys import SemaphoreKeys
 
 from ..sse import parse_events
 from .asgi import ManualRequest
@@ -371,6 +372,28 @@ async def test_engine_failure_is_reported_and_stored(make_app: AppFactory) -> No
         assert recorder.calls[0][0] == "unknown_error_occurred"
         reply = (await history(client))[-1]
         assert (reply["content"], reply["finish_reason"]) == ("ok then", "error")
+
+
+async def test_a_permit_lost_mid_stream_ends_it_with_an_error_event(
+    make_app: AppFactory, redis: Any
+) -> None:
+    """A failover that loses the permit just taken: its renewal finds it gone."""
+    engine = ScriptedEngine(["Half", " never"], pause_after=1)
+    recorder = Recorder()
+    app = app_with_callback(make_app, engine, recorder, lease_ttl=0.3)
+    async with client_for(app) as client:
+        sse = {"accept": "text/event-stream"}
+        reply = asyncio.create_task(
+            client.post("/with_callback", json={"user_input": "hi"}, headers=sse)
+        )
+        await engine.paused.wait()
+        await redis.delete(SemaphoreKeys.build("generation").holders)
+        events = [event.name for event in parse_events((await reply).text)]
+        assert events == ["delta", "error"]
+        assert engine.cancelled.is_set()
+        assert recorder.calls[0][0] == "unknown_error_occurred"
+        stored = (await history(client))[-1]
+        assert (stored["content"], stored["finish_reason"]) == ("Half", "error")
 
 
 async def test_event_stream(chat: httpx.AsyncClient) -> None:

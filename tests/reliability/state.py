@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import httpx
 import redis as sync_redis
 
 from chatstream.keys import DEFAULT_PREFIX, ConversationKeys, SemaphoreKeys
 from sessions.signing import CookieSigner
+from tests.servers import wait_for as wait_for  # where the suites have always found it
 
 SECRET = "chatstream-test-secret-0123456789abcdef"  # what chatstream.testing.serve signs with
 COOKIE = "chatstream_session"
 SEMAPHORE = SemaphoreKeys.build("generation")
 LEASES = f"{DEFAULT_PREFIX}conv:*:lease"
 FINISH_REASONS = {"stop", "length", "cancelled", "error"}
-
-T = TypeVar("T")
 
 
 def session_id(cookie: str, secret: str = SECRET) -> str:
@@ -56,16 +54,6 @@ def held_anything(client: sync_redis.Redis) -> dict[str, int]:
         "waiters": int(client.zcard(SEMAPHORE.queue)),
         "conversation leases": sum(1 for _ in client.scan_iter(match=LEASES, count=1000)),
     }
-
-
-def wait_for(probe: Callable[[], T], done: Callable[[T], bool], timeout: float = 10.0) -> T:
-    """Poll ``probe`` until ``done`` says yes: for state in Redis or in another process, which
-    has no event to await."""
-    deadline = time.monotonic() + timeout
-    while not done(value := probe()):
-        assert time.monotonic() < deadline, f"still {value!r} after {timeout} s"
-        time.sleep(0.02)
-    return value
 
 
 def history(client: httpx.Client) -> list[dict[str, Any]]:

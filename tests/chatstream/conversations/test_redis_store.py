@@ -15,6 +15,7 @@ from chatstream.conversations.redis_store import RedisConversationStore
 from chatstream.conversations.store import Conversation, ConversationStore
 from chatstream.errors import ServiceUnavailable, TooManyConversations
 from chatstream.keys import ConversationKeys, OwnerKeys
+from tests.redis_errors import OUTAGES, Breakable, error_id
 
 ALICE, BOB = user_owner("alice"), user_owner("bob")
 
@@ -218,3 +219,32 @@ async def test_redis_errors_are_service_unavailable() -> None:
     with pytest.raises(ServiceUnavailable):
         await store.lease("c0ffee").running()
     await unreachable.aclose()
+
+
+@pytest.mark.parametrize("error", OUTAGES, ids=error_id)
+async def test_outages_are_service_unavailable(
+    store: RedisConversationStore, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """What one server, a Sentinel's master or a cluster raises while away or failing over."""
+    info = await store.create(ALICE, title=None, system_prompt=None, limit=10)
+    conversation = await loaded(store, ALICE, info.id)
+    Breakable(store.redis, monkeypatch).error = error
+    lease = store.lease(info.id)
+    calls = [
+        store.create(ALICE, title=None, system_prompt=None, limit=10),
+        store.page(ALICE, limit=10, before=None),
+        store.load(ALICE, info.id),
+        store.write(ALICE, conversation, start=0, messages=turn("a", "b")),
+        store.rename(ALICE, info.id, "renamed"),
+        store.set_feedback(ALICE, info.id, "a-a", {"like": True}),
+        store.delete(ALICE, info.id),
+        store.transfer(ALICE, BOB),
+        lease.acquire("m1", 10),
+        lease.renew("token", 10),
+        lease.release("token"),
+        lease.running(),
+    ]
+    for call in calls:
+        with pytest.raises(ServiceUnavailable) as raised:
+            await call
+        assert raised.value.__cause__ is error

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import fakeredis
 import pytest
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 
 from sessions import RedisSessionStore, StoreUnavailable
 from sessions.handle import new_session_id
+from tests.redis_errors import OUTAGES, Breakable, error_id
 from tests.servers import RedisProcess
 
 from ..app import unused_port
@@ -114,10 +116,9 @@ async def test_a_lock_expires_after_its_ttl(store: RedisSessionStore, redis: Red
     assert 5000 < await redis.pttl(store.key(session_id, "lock", "lease")) <= 50_000
 
 
-async def test_an_unreachable_server_raises_store_unavailable(unreachable_redis: Redis) -> None:
-    store = RedisSessionStore(unreachable_redis)
+def every_call(store: RedisSessionStore) -> list[Coroutine[Any, Any, object]]:
     session_id = new_session_id()
-    calls = [
+    return [
         store.ping(),
         store.load(session_id),
         store.save(session_id, {"a": "1"}, ()),
@@ -126,7 +127,10 @@ async def test_an_unreachable_server_raises_store_unavailable(unreachable_redis:
         store.renew_lock(session_id, "lease", "token", 1),
         store.release_lock(session_id, "lease", "token"),
     ]
-    for call in calls:
+
+
+async def test_an_unreachable_server_raises_store_unavailable(unreachable_redis: Redis) -> None:
+    for call in every_call(RedisSessionStore(unreachable_redis)):
         with pytest.raises(StoreUnavailable) as caught:
             await call
         assert isinstance(caught.value.__cause__, exceptions.ConnectionError)
@@ -136,12 +140,7 @@ async def test_an_unreachable_server_raises_store_unavailable(unreachable_redis:
 @pytest.mark.parametrize(
     "error",
     [
-        exceptions.BusyLoadingError("loading"),
-        exceptions.TimeoutError("timeout"),
-        exceptions.ReadOnlyError("replica"),
-        exceptions.TryAgainError("migrating"),
-        exceptions.MovedError("1 127.0.0.1:1"),
-        exceptions.AskError("1 127.0.0.1:1"),
+        *OUTAGES,  # one server's, a Sentinel's and a cluster's, while away or failing over
         exceptions.ResponseError("MOVED 1 127.0.0.1:1"),
         exceptions.ResponseError("WRONGTYPE Operation against a key"),
         exceptions.OutOfMemoryError("OOM command not allowed"),
@@ -150,7 +149,7 @@ async def test_an_unreachable_server_raises_store_unavailable(unreachable_redis:
         ConnectionResetError("reset by peer"),
         OSError("no route to host 127.0.0.1:1"),
     ],
-    ids=lambda error: type(error).__name__,
+    ids=error_id,
 )
 async def test_every_redis_error_is_translated_at_the_boundary(
     store: RedisSessionStore,
@@ -158,14 +157,12 @@ async def test_every_redis_error_is_translated_at_the_boundary(
     caplog: pytest.LogCaptureFixture,
     error: Exception,
 ) -> None:
-    async def fail() -> None:
-        raise error
-
-    monkeypatch.setattr(store.redis, "ping", fail)
-    with pytest.raises(StoreUnavailable) as caught:
-        await store.ping()
-    assert caught.value.__cause__ is error
-    assert str(caught.value) == "session store unavailable"
+    Breakable(store.redis, monkeypatch).error = error
+    for call in every_call(store):
+        with pytest.raises(StoreUnavailable) as caught:
+            await call
+        assert caught.value.__cause__ is error
+        assert str(caught.value) == "session store unavailable"
     assert str(error) in caplog.text  # the detail is in the log, not in the error
 
 
