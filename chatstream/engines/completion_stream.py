@@ -1,10 +1,11 @@
 """One streamed chat completion from an OpenAI-compatible server, read in a task of its own.
 
 :class:`CompletionStream` posts the request and reads the server-sent ``data:`` lines into a
-queue, parsed (:func:`parse_line`), to the end of the body (``data: [DONE]`` comes last, and
-some servers, ``transformers serve`` among them, send none). The consumer only ever awaits
-the queue, so that whoever closes the stream (the consumer, or the engine shutting down)
-cancels the reading task, which closes the HTTP response and with it the connection: the
+queue, parsed (:func:`parse_line`), to the end of the body. The reply is whole at ``data:
+[DONE]``, or once its finish reason and usage are in (some servers, ``transformers serve``
+among them, send no ``[DONE]``), which may be a while before the body ends. The consumer only
+ever awaits the queue, so that whoever closes the stream (the consumer, or the engine shutting
+down) cancels the reading task, which closes the HTTP response and with it the connection: the
 server sees the disconnect and stops generating. Whatever goes wrong on the wire is an
 :class:`UpstreamError`, translated once, here, from httpx's errors.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +45,13 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """What one ``data:`` line carries: reply text, the finish reason, the usage."""
+    """What one ``data:`` line carries: reply text, the finish reason, the usage; ``last``
+    for ``[DONE]``, after which no more chunks come."""
 
     text: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    last: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +64,13 @@ class End:
 
 def parse_line(line: str) -> Chunk | None:
     """One line of the event stream: a :class:`Chunk`, or ``None`` for a line that carries
-    nothing (blank lines, comments, other fields, ``[DONE]``: the body ends right after it).
-    An error object, or a ``data:`` line that is no chat completion chunk, raises
-    :class:`UpstreamError`."""
+    nothing (blank lines, comments, other fields). An error object, or a ``data:`` line that
+    is no chat completion chunk, raises :class:`UpstreamError`."""
     if not line.startswith("data:"):
         return None
     data = line.removeprefix("data:").strip()
     if data == "[DONE]":
-        return None
+        return Chunk(last=True)
     try:
         payload = json.loads(data)
         if "error" in payload:
@@ -119,6 +122,12 @@ class CompletionStream:
         """Stop reading and wait until the response is closed."""
         self._task.cancel()
         await asyncio.wait({self._task})
+
+    def when_read(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once the reading has ended (the body read, or cancelled): a
+        consumer that has the whole reply leaves it to read the rest of the body, so that its
+        connection goes back to the pool."""
+        self._task.add_done_callback(lambda _: callback())
 
     async def _read(self, client: httpx.AsyncClient, body: dict[str, Any]) -> None:
         error: Exception | None = None

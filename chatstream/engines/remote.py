@@ -64,8 +64,9 @@ class OpenAICompatibleEngine:
     and ends the reply at its model's end of turn; its stop strings, ``max_new_tokens``,
     ``temperature`` and ``top_p`` go as OpenAI's ``stop``, ``max_tokens``, ``temperature``
     and ``top_p``. ``top_k`` and ``repetition_penalty``, which OpenAI's API lacks, go as the
-    vLLM and llama.cpp extensions of the same names when they differ from chatstream's
-    defaults; a server that does not take them refuses the request. The stop strings are also
+    vLLM and llama.cpp extensions (``top_k``; ``repetition_penalty`` and llama.cpp's
+    ``repeat_penalty``) when they differ from chatstream's defaults: a server that does not
+    take them refuses the request, or ignores them. The stop strings are also
     applied here, for servers that ignore ``stop``. The finish reason is the upstream's
     (``length``, else ``stop``), the token counts its usage, or the renderer's when it sends
     none.
@@ -127,13 +128,13 @@ class OpenAICompatibleEngine:
             raise ValueError("the remote engine sends a conversation: the request has no messages")
         stops = StopStringFilter((*request.params.stop, *self.stop_strings))
         received: list[str] = []
-        sent = False
+        sent = whole = False
         finish_reason: FinishReason | None = None
         usage: Usage | None = None
         stream = CompletionStream(self._client, self._body(request))
         self._streams.add(stream)
         try:
-            while not stops.stopped:
+            while not (stops.stopped or whole):
                 item = await stream.receive()
                 if self._closed:
                     finish_reason = "cancelled"
@@ -145,14 +146,20 @@ class OpenAICompatibleEngine:
                 usage = item.usage or usage
                 if item.finish_reason is not None:
                     finish_reason = "length" if item.finish_reason == "length" else "stop"
+                if item.last and finish_reason is None:
+                    self._fail(UpstreamError("the stream ended early"), sent)
+                whole = item.last or (finish_reason is not None and usage is not None)
                 if item.text:
                     received.append(item.text)
                     if text := stops.push(item.text):
                         sent = True
                         yield TextDelta(text)
         finally:
-            self._streams.discard(stream)
-            await stream.close()
+            if whole:  # the rest of the body is read in the background: see when_read
+                stream.when_read(lambda: self._streams.discard(stream))
+            else:
+                self._streams.discard(stream)
+                await stream.close()
         if stops.stopped:
             finish_reason = "stop"
         elif finish_reason != "cancelled" and (tail := stops.flush()):
@@ -199,7 +206,8 @@ class OpenAICompatibleEngine:
         if params.top_k != GenerationParams.top_k:
             body["top_k"] = params.top_k
         if params.repetition_penalty != GenerationParams.repetition_penalty:
-            body["repetition_penalty"] = params.repetition_penalty
+            body["repetition_penalty"] = params.repetition_penalty  # vLLM's name
+            body["repeat_penalty"] = params.repetition_penalty  # llama.cpp's
         return body
 
     def _fail(self, error: BaseException, sent: bool) -> NoReturn:

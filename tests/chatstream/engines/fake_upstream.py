@@ -24,8 +24,9 @@ class FakeUpstream:
     ``fail_at_step``: that step sends an error object instead of a token. ``usage``: whether
     it reports usage (``prompt_tokens`` as the prompt's). ``status``: answer every completion
     with that status and a JSON error instead; ``body``: send that (as an event stream) instead
-    of a completion. It listens from construction on (the socket is bound and listening), so a
-    synchronous test helper can make one; :meth:`close` stops it.
+    of a completion, and end it once ``linger`` is set, if given. It listens from construction
+    on (the socket is bound and listening), so a synchronous test helper can make one;
+    :meth:`close` stops it.
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class FakeUpstream:
         prompt_tokens: int = 0,
         status: int = 200,
         body: bytes | None = None,
+        linger: asyncio.Event | None = None,
     ) -> None:
         self.reply = reply
         self.step_delay = step_delay
@@ -46,6 +48,7 @@ class FakeUpstream:
         self.prompt_tokens = prompt_tokens
         self.status = status
         self.body = body
+        self.linger = linger
         self.steps = 0
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
@@ -103,6 +106,8 @@ class FakeUpstream:
             return
         if self.body is not None:
             await _respond(writer, 200, "text/event-stream", self.body)
+            if self.linger is not None:
+                await self.linger.wait()
             return
         writer.write(_head(200, "text/event-stream"))
         left = asyncio.create_task(reader.read())  # b"" once the client closes its end

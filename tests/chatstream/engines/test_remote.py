@@ -35,6 +35,8 @@ MESSAGES = [
     {"role": "user", "content": "Hi there"},
 ]
 Remote = Callable[..., tuple[OpenAICompatibleEngine, FakeUpstream]]
+HI = 'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\n'
+USAGE = {"prompt_tokens": 9, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 4}}
 
 
 @pytest.fixture
@@ -84,7 +86,8 @@ async def test_top_k_and_repetition_penalty_go_as_extensions_when_not_the_defaul
 ) -> None:
     engine, upstream = remote()
     await collect(engine.generate(request(top_k=5, repetition_penalty=1.2)))
-    assert (upstream.requests[0]["top_k"], upstream.requests[0]["repetition_penalty"]) == (5, 1.2)
+    extensions = ("top_k", "repetition_penalty", "repeat_penalty")
+    assert [upstream.requests[0][name] for name in extensions] == [5, 1.2, 1.2]
 
 
 async def test_the_upstreams_finish_reason_and_usage_are_the_replys(remote: Remote) -> None:
@@ -133,10 +136,11 @@ async def test_an_upstream_that_is_down_is_unavailable(remote: Remote) -> None:
         {"status": 401},
         {"body": b"<html>not a stream</html>"},
         {"body": b'data: {"choices": [{"delta": {"role": "assistant"}}]}\n\n'},  # no finish
+        {"body": b"data: [DONE]\n\n"},  # done, and no finish
         {"fail_at_step": 0},
         {"step_delay": 5.0, "engine_options": {"timeout": 0.1}},
     ],
-    ids=["500", "503", "401", "malformed", "truncated", "error object", "timeout"],
+    ids=["500", "503", "401", "malformed", "truncated", "no finish", "error object", "timeout"],
 )
 async def test_a_failure_before_the_first_token_is_upstream_unavailable(
     remote: Remote, failure: dict[str, object]
@@ -154,7 +158,7 @@ async def test_a_request_the_upstream_refuses_is_invalid(remote: Remote) -> None
 
 
 async def test_a_stream_cut_after_the_first_token_is_an_error(remote: Remote) -> None:
-    engine, _ = remote(body=b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\n')
+    engine, _ = remote(body=HI.encode())
     deltas: list[str] = []
     with pytest.raises(UpstreamError, match="ended early"):
         async for event in engine.generate(request()):
@@ -164,24 +168,28 @@ async def test_a_stream_cut_after_the_first_token_is_an_error(remote: Remote) ->
 
 
 async def test_text_held_back_for_a_stop_string_is_not_the_first_token(remote: Remote) -> None:
-    engine, _ = remote(body=b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\n')
+    engine, _ = remote(body=HI.encode())
     with pytest.raises(UpstreamUnavailable):  # "Hi" may start "Hi!": nothing was sent
         await collect(engine.generate(request(stop=("Hi!",))))
 
 
 async def test_cached_tokens_and_a_usage_on_the_finish_chunk_are_read(remote: Remote) -> None:
-    finish = {
-        "choices": [{"delta": {"content": "Hi"}, "finish_reason": "stop"}],
-        "usage": {
-            "prompt_tokens": 9,
-            "completion_tokens": 1,
-            "prompt_tokens_details": {"cached_tokens": 4},
-        },
-    }
+    finish = {"choices": [{"delta": {"content": "Hi"}, "finish_reason": "stop"}], "usage": USAGE}
     engine, _ = remote(body=f": comment\n\ndata: {json.dumps(finish)}\n\n".encode())
     deltas, done = await collect(engine.generate(request()))
     assert deltas == ["Hi"]
     assert (done.prompt_tokens, done.completion_tokens, done.cached_tokens) == (9, 1, 4)
+
+
+async def test_a_reply_ends_with_its_finish_and_usage_not_with_the_body(remote: Remote) -> None:
+    finish = {"choices": [{"delta": {}, "finish_reason": "stop"}], "usage": USAGE}
+    linger = asyncio.Event()
+    body = f"{HI}data: {json.dumps(finish)}\n\n".encode()
+    engine, _ = remote(body=body, linger=linger)
+    async with asyncio.timeout(30):  # a bound: the body has not ended, and will not
+        deltas, done = await collect(engine.generate(request()))
+    linger.set()
+    assert (deltas, done.finish_reason, done.completion_tokens) == (["Hi"], "stop", 1)
 
 
 async def test_it_is_ready_while_the_upstream_answers(remote: Remote) -> None:
