@@ -24,6 +24,9 @@ REFUSING_STATUSES = frozenset({400, 413, 422})
 """What a server answers a request it will not run (a parameter it does not take, a prompt
 longer than its context): the request is at fault, not the server."""
 
+DRAIN_TIMEOUT = 2.0
+"""Seconds a finished reply's connection may take to end its body (servers end it at once)."""
+
 _ERROR_BODY_CHARS = 500
 
 
@@ -114,20 +117,23 @@ class CompletionStream:
     async def receive(self) -> Chunk | End:
         return await self._queue.get()
 
-    def cancel(self) -> None:
-        """Stop reading; the consumer gets :class:`End` (without an error) next."""
-        self._task.cancel()
-
     async def close(self) -> None:
-        """Stop reading and wait until the response is closed."""
+        """Stop reading and wait until the response is closed; a consumer still waiting gets
+        :class:`End` (without an error) next."""
         self._task.cancel()
         await asyncio.wait({self._task})
 
-    def when_read(self, callback: Callable[[], object]) -> None:
-        """Call ``callback`` once the reading has ended (the body read, or cancelled): a
-        consumer that has the whole reply leaves it to read the rest of the body, so that its
-        connection goes back to the pool."""
-        self._task.add_done_callback(lambda _: callback())
+    def release(self, on_released: Callable[[], object]) -> None:
+        """The reply is whole: read the rest of the body in the background, so that the
+        connection goes back to the pool, for :data:`DRAIN_TIMEOUT` seconds at most (then
+        close it); call ``on_released`` when done."""
+        deadline = asyncio.get_running_loop().call_later(DRAIN_TIMEOUT, self._task.cancel)
+
+        def released(_: object) -> None:
+            deadline.cancel()
+            on_released()
+
+        self._task.add_done_callback(released)
 
     async def _read(self, client: httpx.AsyncClient, body: dict[str, Any]) -> None:
         error: Exception | None = None

@@ -53,9 +53,11 @@ class OpenAICompatibleEngine:
     """Streams replies of ``model`` from the OpenAI-compatible server at ``base_url``
     (``http://host:port/v1``), with ``api_key`` as its Bearer token if given.
 
-    ``slots`` is how many generations this instance streams at once (its connection pool
-    holds as many, and one more for readiness checks). ``timeout`` bounds, in seconds, each
-    wait for the upstream's next bytes, its first token included (connecting: at most 5 s).
+    ``slots`` is how many generations this instance streams at once. Its connection pool
+    keeps as many open, and one more for readiness checks; it may open twice as many, so that
+    connections still reading the last bytes of finished replies never hold up new ones.
+    ``timeout`` bounds, in seconds, each wait for the upstream's next bytes, its first token
+    included (connecting: at most 5 s).
     ``tokenizer`` (a tokenizer, or the path or Hugging Face id of one on this disk) counts
     tokens exactly with its chat template; without it the counts are a conservative estimate
     (:mod:`~chatstream.engines.estimate`).
@@ -93,7 +95,7 @@ class OpenAICompatibleEngine:
             base_url=base_url,
             headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
             timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
-            limits=httpx.Limits(max_connections=slots + 1, max_keepalive_connections=slots + 1),
+            limits=httpx.Limits(max_connections=2 * slots + 1, max_keepalive_connections=slots + 1),
         )
         self._streams: set[CompletionStream] = set()
         self._closed = False
@@ -155,8 +157,8 @@ class OpenAICompatibleEngine:
                         sent = True
                         yield TextDelta(text)
         finally:
-            if whole:  # the rest of the body is read in the background: see when_read
-                stream.when_read(lambda: self._streams.discard(stream))
+            if whole:
+                stream.release(lambda: self._streams.discard(stream))
             else:
                 self._streams.discard(stream)
                 await stream.close()
@@ -184,10 +186,7 @@ class OpenAICompatibleEngine:
     async def aclose(self) -> None:
         """End running streams (finish ``"cancelled"``) and close the connections."""
         self._closed = True
-        streams = list(self._streams)
-        for stream in streams:
-            stream.cancel()
-        await asyncio.gather(*(stream.close() for stream in streams))
+        await asyncio.gather(*(stream.close() for stream in list(self._streams)))
         await self._client.aclose()
 
     def _body(self, request: GenerationRequest) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import socket
+from collections.abc import Awaitable
 from typing import Any
 
 MODEL = "fake-model"
@@ -107,20 +108,24 @@ class FakeUpstream:
         if self.body is not None:
             await _respond(writer, 200, "text/event-stream", self.body)
             if self.linger is not None:
-                await self.linger.wait()
+                await self._unless_left(reader, self.linger.wait())
             return
         writer.write(_head(200, "text/event-stream"))
+        await self._unless_left(reader, self._stream(writer, request))
+
+    async def _unless_left(self, reader: asyncio.StreamReader, work: Awaitable[Any]) -> None:
+        """Do ``work`` until it ends or the client closes its end (:attr:`disconnected`)."""
         left = asyncio.create_task(reader.read())  # b"" once the client closes its end
-        stream = asyncio.create_task(self._stream(writer, request))
+        task = asyncio.ensure_future(work)
         try:
-            done, _ = await asyncio.wait({left, stream}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({left, task}, return_when=asyncio.FIRST_COMPLETED)
             if left in done:
                 self.disconnected.set()
         finally:
-            for task in (left, stream):
-                task.cancel()
+            for pending in (left, task):
+                pending.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                await stream
+                await task
 
     async def _stream(self, writer: asyncio.StreamWriter, request: dict[str, Any]) -> None:
         tokens = self.reply.encode()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from chatstream.engines import completion_stream
 from chatstream.engines.base import (
     GenerationParams,
     GenerationRequest,
@@ -190,6 +191,17 @@ async def test_a_reply_ends_with_its_finish_and_usage_not_with_the_body(remote: 
         deltas, done = await collect(engine.generate(request()))
     linger.set()
     assert (deltas, done.finish_reason, done.completion_tokens) == (["Hi"], "stop", 1)
+
+
+async def test_a_finished_replys_body_that_does_not_end_is_closed(
+    remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(completion_stream, "DRAIN_TIMEOUT", 0.01)
+    finish = {"choices": [{"delta": {}, "finish_reason": "stop"}], "usage": USAGE}
+    body = f"{HI}data: {json.dumps(finish)}\n\n".encode()
+    engine, upstream = remote(body=body, linger=asyncio.Event())
+    await collect(engine.generate(request()))
+    await upstream.disconnected.wait()
 
 
 async def test_it_is_ready_while_the_upstream_answers(remote: Remote) -> None:
