@@ -56,14 +56,10 @@ class Settings:
         "(openai+https:// too); unset = the bundled SmolLM2-135M-Instruct",
     )
     upstream_api_key: str | None = setting(
-        None,
-        "CHATSTREAM_UPSTREAM_API_KEY",
-        "Bearer token for the OpenAI-compatible server of an openai+http(s):// model",
+        None, "CHATSTREAM_UPSTREAM_API_KEY", "Bearer token for an openai+http(s):// model's server"
     )
     upstream_slots: int = setting(
-        DEFAULT_SLOTS,
-        "CHATSTREAM_UPSTREAM_SLOTS",
-        "generations this instance streams at once from the server of an openai+http(s):// model",
+        DEFAULT_SLOTS, "CHATSTREAM_UPSTREAM_SLOTS", "replies streamed at once from that server"
     )
     context_len: int | None = setting(
         None,
@@ -194,13 +190,13 @@ class Settings:
             raise ConfigError(f"{env_name('prefill_tokens')}={self.prefill_tokens} must be >= 1")
         if self.api_keys_scope not in ("v1", "all"):
             raise ConfigError(f"{env_name('api_keys_scope')} must be v1 or all")
+        if self.upstream_slots < 1:
+            raise ConfigError(f"{env_name('upstream_slots')} must be >= 1")
         if is_model_url(self.model):
             try:
                 parse_model_url(str(self.model))
             except ValueError as exc:
                 raise ConfigError(f"{env_name('model')}: {exc}") from None
-            if self.upstream_slots < 1:
-                raise ConfigError(f"{env_name('upstream_slots')} must be >= 1")
         elif self.upstream_api_key or self.tokenizer:
             raise ConfigError(
                 f"{env_name('upstream_api_key')} and {env_name('tokenizer')} are for a remote "
