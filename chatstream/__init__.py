@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .engines.batched import BatchedEngine
     from .engines.hf import TransformersEngine
     from .engines.mock import MockEngine
+    from .engines.remote import OpenAICompatibleEngine
     from .engines.rendering import ChatTemplateRenderer, MissingChatTemplateError, PlainRenderer
     from .errors import (
         ChatStreamError,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
         ServiceUnavailable,
         SessionBusy,
         Unauthorized,
+        UpstreamUnavailable,
     )
     from .model import ModelNotFoundError, load_model
     from .settings import ConfigError, Settings
@@ -69,6 +71,7 @@ _MODULES = {
     ".engines.batched": ("BatchedEngine",),
     ".engines.hf": ("TransformersEngine",),
     ".engines.mock": ("MockEngine",),
+    ".engines.remote": ("OpenAICompatibleEngine",),
     ".errors": (
         "ChatStreamError",
         "GenerationFailed",
@@ -82,6 +85,7 @@ _MODULES = {
         "ServiceUnavailable",
         "SessionBusy",
         "Unauthorized",
+        "UpstreamUnavailable",
     ),
     ".model": ("ModelNotFoundError", "load_model"),
     ".engines.rendering": ("ChatTemplateRenderer", "MissingChatTemplateError", "PlainRenderer"),
@@ -117,6 +121,7 @@ __all__ = [
     "ModelNotFoundError",
     "NotFound",
     "NothingToRegenerate",
+    "OpenAICompatibleEngine",
     "Outcome",
     "Permit",
     "PlainRenderer",
@@ -131,6 +136,7 @@ __all__ = [
     "TextDelta",
     "TransformersEngine",
     "Unauthorized",
+    "UpstreamUnavailable",
     "load_model",
 ]
 

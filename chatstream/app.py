@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -19,6 +20,8 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from sessions import RedisSessionStore, SessionMiddleware
 
 from .chat_stream import ChatStream
+from .engines.base import Engine
+from .engines.remote_config import is_model_url
 from .errors import ChatStreamError, MethodNotAllowed, NotFound
 from .http.errors import error_response
 from .http.guard import HostGuard
@@ -114,11 +117,19 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 def build_chat_stream(settings: Settings, redis: RedisClient) -> ChatStream:
-    return ChatStream.from_pretrained(
+    """The ChatStream the settings describe: an ``openai+http(s)://`` model's remote engine, or
+    the model (or the mock) that ``ChatStream.from_pretrained`` loads."""
+    build: Callable[..., ChatStream] = functools.partial(
+        ChatStream.from_pretrained,
         settings.model,
         mock_token_delay=settings.mock_token_delay,
         cache_dir=settings.cache_dir,
+    )
+    if is_model_url(settings.model):
+        build = functools.partial(ChatStream, engine=remote_engine(settings))
+    return build(
         redis=redis,
+        context_len=settings.context_len,
         max_new_tokens=settings.max_new_tokens,
         max_concurrent=settings.max_concurrent,
         max_queue=settings.max_queue,
@@ -136,3 +147,19 @@ def build_chat_stream(settings: Settings, redis: RedisClient) -> ChatStream:
         prefill_tokens=settings.prefill_tokens,
         prefix_cache_mb=settings.prefix_cache_mb,
     )
+
+
+def remote_engine(settings: Settings) -> Engine:
+    """The engine of an ``openai+http(s)://`` model; it loads no model of its own (a tokenizer
+    that cannot be loaded is a :class:`ConfigError`)."""
+    from .engines.remote import OpenAICompatibleEngine
+
+    try:
+        return OpenAICompatibleEngine.from_url(
+            str(settings.model),
+            api_key=settings.upstream_api_key,
+            slots=settings.upstream_slots,
+            tokenizer=settings.tokenizer,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

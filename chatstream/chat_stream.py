@@ -313,13 +313,17 @@ class ChatStream:
         return self._redis
 
     async def check_ready(self, session: Session) -> None:
-        """Raise unless the session store answers and chatstream's Redis takes writes (a
-        read-only replica, a failed cluster or a failover in progress is not ready)."""
+        """Raise unless the session store answers, chatstream's Redis takes writes (a
+        read-only replica, a failed cluster or a failover in progress is not ready) and the
+        engine, if it has a ``check_ready``, is ready."""
         await session.store.ping()
         try:
             await self.redis_for(session).set(READY_PROBE, "1", px=10_000)
         except REDIS_ERRORS as exc:
             raise ServiceUnavailable("Redis does not take writes") from exc
+        engine_ready = getattr(self.engine, "check_ready", None)  # a remote engine's upstream
+        if engine_ready is not None:
+            await engine_ready()
 
     @functools.cached_property
     def router(self) -> APIRouter:

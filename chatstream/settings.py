@@ -15,6 +15,7 @@ from typing import Any
 from .config import AccessConfig, AdmissionConfig, ReplyConfig, RequestLimits, ServerLimits
 from .engines.base import GenerationParams
 from .engines.config import BatchingConfig
+from .engines.remote_config import DEFAULT_SLOTS, is_model_url, parse_model_url
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -52,7 +53,26 @@ class Settings:
         None,
         "CHATSTREAM_MODEL",
         "Hugging Face id or local path (no downloads); 'mock' = the mock engine; "
-        "unset = the bundled SmolLM2-135M-Instruct",
+        "openai+http://host:port/v1#model-name = that model of an OpenAI-compatible server "
+        "(openai+https:// too); unset = the bundled SmolLM2-135M-Instruct",
+    )
+    upstream_api_key: str | None = setting(
+        None, "CHATSTREAM_UPSTREAM_API_KEY", "Bearer token for an openai+http(s):// model's server"
+    )
+    upstream_slots: int = setting(
+        DEFAULT_SLOTS, "CHATSTREAM_UPSTREAM_SLOTS", "replies streamed at once from that server"
+    )
+    context_len: int | None = setting(
+        None,
+        "CHATSTREAM_CONTEXT_LEN",
+        "the model's context window in tokens (prompt and reply), that conversations are fitted "
+        "to; unset = a local model's own, none for a remote model (sent whole)",
+    )
+    tokenizer: str | None = setting(
+        None,
+        "CHATSTREAM_TOKENIZER",
+        "the tokenizer of an openai+http(s):// model (local path or Hugging Face id on this "
+        "disk), to count its tokens exactly; unset = a conservative estimate",
     )
     cache_dir: str | None = setting(
         None,
@@ -186,6 +206,18 @@ class Settings:
             raise ConfigError(f"{env_name('prefill_tokens')}={self.prefill_tokens} must be >= 1")
         if self.api_keys_scope not in ("v1", "all"):
             raise ConfigError(f"{env_name('api_keys_scope')} must be v1 or all")
+        if self.upstream_slots < 1:
+            raise ConfigError(f"{env_name('upstream_slots')} must be >= 1")
+        if is_model_url(self.model):
+            try:
+                parse_model_url(str(self.model))
+            except ValueError as exc:
+                raise ConfigError(f"{env_name('model')}: {exc}") from None
+        elif self.upstream_api_key or self.tokenizer:
+            raise ConfigError(
+                f"{env_name('upstream_api_key')} and {env_name('tokenizer')} are for a remote "
+                f"model ({env_name('model')}=openai+http://host:port/v1#model-name)"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

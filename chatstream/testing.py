@@ -1,5 +1,6 @@
 """``chatstream serve`` in a subprocess on a free port, for tests and benchmarks that need a real
-server: sockets, several processes, kill -9, startup and latency timings.
+server: sockets, several processes, kill -9, startup and latency timings; and ``transformers
+serve``, as an OpenAI-compatible upstream for the remote engine.
 
     with serve(["--model", "mock"]) as server:
         httpx.get(f"{server.url}/healthz")
@@ -66,19 +67,51 @@ def serve(
     secret_key: str = "chatstream-test-secret-0123456789abcdef",
     ready_path: str = "/readyz",
     timeout: float = 180.0,
+    port: int | None = None,
 ) -> Iterator[ServerProcess]:
     """``chatstream serve --port PORT ARGS``, yielded once ``ready_path`` answers 200.
 
     The server inherits this process's environment, with ``CHATSTREAM_SECRET_KEY`` set to
     ``secret_key`` and ``env`` on top; ``REDIS_URL`` only when ``env`` has it (else the embedded
-    store). Its output goes to a temporary file (a pipe nobody reads would fill and stall it),
-    shown in the exception if it exits or is not ready within ``timeout`` seconds. At the end it
-    is terminated, and killed if it does not stop within 15 s.
+    store). ``port`` is a free one unless given (to start a server again where it was). Its
+    output goes to a temporary file (a pipe nobody reads would fill and stall it), shown in the
+    exception if it exits or is not ready within ``timeout`` seconds. At the end it is
+    terminated, and killed if it does not stop within 15 s.
     """
-    port = free_port()
+    port = port or free_port()
     environment = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
     environment.update({"CHATSTREAM_SECRET_KEY": secret_key, **(env or {})})
     command = [sys.executable, "-m", "chatstream.cli", "serve", "--port", str(port), *args]
+    with _running(command, port, environment, ready_path, timeout) as server:
+        yield server
+
+
+@contextmanager
+def transformers_serve(
+    model: str, *, timeout: float = 300.0, port: int | None = None
+) -> Iterator[ServerProcess]:
+    """``transformers serve --continuous-batching`` of the local ``model`` directory on the
+    CPU, offline (``HF_HUB_OFFLINE=1``), yielded once its ``/health`` answers: an
+    OpenAI-compatible upstream at ``{url}/v1`` whose model is named ``model``."""
+    port = port or free_port()
+    executable = os.path.join(os.path.dirname(sys.executable), "transformers")
+    command = [
+        *(executable, "serve", "--continuous-batching", "--device", "cpu"),
+        *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", model),
+    ]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    with _running(command, port, environment, "/health", timeout) as server:
+        yield server
+
+
+@contextmanager
+def _running(
+    command: Sequence[str],
+    port: int,
+    environment: Mapping[str, str],
+    ready_path: str,
+    timeout: float,
+) -> Iterator[ServerProcess]:
     with tempfile.NamedTemporaryFile(prefix="chatstream-", suffix=".log") as log:
         launched = time.perf_counter()
         process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)

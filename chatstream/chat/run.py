@@ -203,7 +203,6 @@ class GenerationRun:
                 watcher = asyncio.create_task(self._interrupt_when(lost, "lease_lost"))
                 stack.callback(watcher.cancel)
             self._raise_if_interrupted()
-            await sink.start()
             started = time.perf_counter()
             try:
                 with self.metrics.generations_active.track_inprogress():
@@ -235,6 +234,9 @@ class GenerationRun:
             async with contextlib.aclosing(events):
                 async for event in events:
                     self._raise_if_interrupted()
+                    # Started at the engine's first event, not before: an engine that fails
+                    # first (a remote one whose upstream is down) answers with its own error.
+                    await sink.start()
                     if isinstance(event, TextDelta):
                         if event.text:
                             reply.parts.append(event.text)
@@ -255,7 +257,9 @@ class GenerationRun:
                         metrics.prompt_tokens_cached.inc(event.cached_tokens)
         except (asyncio.CancelledError, ClientGone):
             raise
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, ChatStreamError) and not reply.parts and not reply.finish_reason:
+                raise  # before any text: the client gets this error instead of a reply
             logger.exception("generation of %s failed", self.generation.request_id)
             reply.finish_reason = "error"
 

@@ -99,7 +99,10 @@ class Engine(Protocol):
     ``slots`` is how many generations it runs at once on this instance: the admission layer
     never gives it more. ``renderer`` is how prompts are built for its model. ``stop_strings``
     are the model's own end-of-turn strings: the engine ends every reply at them besides the
-    request's ``params.stop``, so callers never add them.
+    request's ``params.stop``, so callers never add them. An engine that depends on something
+    outside this process (a remote one's upstream) may also have ``async def check_ready()``,
+    raising a :class:`~chatstream.errors.ChatStreamError` when it cannot generate: ``/readyz``
+    calls it.
     """
 
     @property

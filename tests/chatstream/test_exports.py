@@ -37,6 +37,7 @@ def test_the_public_surface_is_exactly_this() -> None:
         "ModelNotFoundError",
         "NotFound",
         "NothingToRegenerate",
+        "OpenAICompatibleEngine",
         "Outcome",
         "Permit",
         "PlainRenderer",
@@ -51,6 +52,7 @@ def test_the_public_surface_is_exactly_this() -> None:
         "TextDelta",
         "TransformersEngine",
         "Unauthorized",
+        "UpstreamUnavailable",
         "load_model",
     ]
 

@@ -50,3 +50,45 @@ def test_environment_values_are_parsed() -> None:
 def test_bad_values_are_refused(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_a_remote_model_is_served_by_the_remote_engine_with_its_settings() -> None:
+    from chatstream.app import create_app
+    from chatstream.engines.remote import OpenAICompatibleEngine
+
+    settings = Settings.from_env(
+        {
+            "CHATSTREAM_MODEL": "openai+http://127.0.0.1:9/v1#org/model",
+            "CHATSTREAM_UPSTREAM_API_KEY": "upstream-key",
+            "CHATSTREAM_UPSTREAM_SLOTS": "3",
+            "CHATSTREAM_CONTEXT_LEN": "4096",
+        }
+    )
+    chat_stream = create_app(settings).state.chat_stream
+    engine = chat_stream.engine
+    assert isinstance(engine, OpenAICompatibleEngine)
+    assert (engine.model_name, engine.slots, chat_stream.context_len) == ("org/model", 3, 4096)
+
+
+@pytest.mark.parametrize(
+    ("environ", "says"),
+    [
+        ({"CHATSTREAM_MODEL": "openai+http://host:8000/v1"}, "names no model"),
+        ({"CHATSTREAM_MODEL": "openai+http://h/v1#m", "CHATSTREAM_UPSTREAM_SLOTS": "0"}, ">= 1"),
+        ({"CHATSTREAM_TOKENIZER": "HuggingFaceTB/SmolLM2-135M-Instruct"}, "for a remote model"),
+        ({"CHATSTREAM_MODEL": "mock", "CHATSTREAM_UPSTREAM_API_KEY": "k"}, "for a remote model"),
+    ],
+)
+def test_remote_model_settings_that_cannot_work_are_refused(
+    environ: dict[str, str], says: str
+) -> None:
+    with pytest.raises(ConfigError, match=says):
+        Settings.from_env(environ)
+
+
+def test_a_remote_models_tokenizer_that_is_not_on_disk_is_a_config_error() -> None:
+    from chatstream.app import create_app
+
+    settings = Settings(model="openai+http://h/v1#m", tokenizer="/no/such/tokenizer")
+    with pytest.raises(ConfigError, match="without downloading"):
+        create_app(settings)

@@ -28,8 +28,11 @@ from chatstream.engines.base import (
 from chatstream.engines.batched import BatchedEngine
 from chatstream.engines.hf import TransformersEngine
 from chatstream.engines.mock import MockEngine, mock_reply
+from chatstream.engines.remote import OpenAICompatibleEngine
+from chatstream.engines.rendering import ChatTemplateRenderer
 
 from ..tiny_model import TinyLlama, text_ids, tiny_tokenizer
+from .fake_upstream import MODEL, FakeUpstream
 from .streams import collect
 
 TOKENIZER = tiny_tokenizer()
@@ -119,10 +122,62 @@ def mock_subject(reply: str, step_delay: float, fail_at_step: int | None) -> Sub
     )
 
 
+class CountingRemoteEngine(OpenAICompatibleEngine):
+    """The remote engine in front of its own :class:`FakeUpstream` (closed with it), counting
+    its running generations."""
+
+    def __init__(self, upstream: FakeUpstream) -> None:
+        super().__init__(upstream.base_url, MODEL, tokenizer=TOKENIZER)
+        self.upstream = upstream
+        self.in_flight = 0
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
+        self.in_flight += 1
+        try:
+            async with contextlib.aclosing(super().generate(request)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            self.in_flight -= 1
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self.upstream.close()
+
+
+def remote_subject(*, usage: bool) -> Factory:
+    """The remote engine, its fake upstream running the tiny tokenizer's "model"; with
+    ``usage``, the upstream counts the tokens, else the engine does."""
+
+    def make(reply: str, step_delay: float, fail_at_step: int | None) -> Subject:
+        messages = [{"role": "user", "content": "hi"}]
+        prompt_tokens = ChatTemplateRenderer(TOKENIZER).count_prompt_tokens(messages)
+        upstream = FakeUpstream(
+            reply,
+            step_delay=step_delay,
+            fail_at_step=fail_at_step,
+            usage=usage,
+            prompt_tokens=prompt_tokens,
+        )
+        engine = CountingRemoteEngine(upstream)
+        return Subject(
+            engine,
+            messages,
+            reply,
+            len(text_ids(reply)),
+            steps=lambda: upstream.steps,
+            in_flight=lambda: engine.in_flight,
+        )
+
+    return make
+
+
 FACTORIES: dict[str, Factory] = {
     "TransformersEngine": token_engine_subject(TransformersEngine),
     "BatchedEngine": token_engine_subject(BatchedEngine),
     "MockEngine": mock_subject,
+    "OpenAICompatibleEngine": remote_subject(usage=True),
+    "OpenAICompatibleEngine-counting": remote_subject(usage=False),
 }
 
 SubjectFactory = Callable[..., Subject]
