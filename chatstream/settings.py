@@ -3,6 +3,9 @@
 Each field names its environment variable and its help text; its default comes from the class
 that owns it (:mod:`chatstream.config`, ``GenerationParams``, the batching defaults), so a
 default is written once.
+
+Why one module: every setting of the served app is one field here, with its variable and its
+help, so that one place lists them all.
 """
 
 from __future__ import annotations

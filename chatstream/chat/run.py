@@ -5,13 +5,16 @@ admission queue (reporting the position), runs the engine, writes the reply to a
 :class:`~chatstream.chat.sink.ReplySink`, records the metrics, and stops the engine as soon as
 it is interrupted (its client left, a hold was lost, the server shuts down). A subclass adds
 what it holds around that through three hooks: :meth:`hold` (before queueing), :meth:`settle`
-(once the reply is final) and :meth:`finished` (at the very end); a chat turn holds the
-session lease, stores the turn and runs the callback there.
+(once the reply is final) and :meth:`finished` (at the very end); a chat turn holds its
+conversation's lease, stores the turn and runs the callback there.
 
 Everything happens in :meth:`stream`, in one ``try``/``finally``, so whatever the end (success,
 an interruption at any point, an engine error) the reply is settled, the permit and what the
 run held are released, and ``finished`` runs once, in that order. The HTTP layer
 (:mod:`chatstream.http.streaming`) wraps a run in a response and watches the client.
+
+Why one module: the run's steps (queue, generate, settle, end) share its reply and its
+interruption; apart, each would reach into the others' state.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ Interruption = Literal["client_left", "stopped", "lease_lost", "shutdown"]
 
 @dataclass(slots=True)
 class Reply:
+    """The reply as it comes, and how it ended."""
+
     parts: list[str] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0

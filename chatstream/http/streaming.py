@@ -29,7 +29,10 @@ WriterFactory = Callable[[Send, Sequence[tuple[bytes, bytes]]], ReplySink]
 
 
 class Follower(Protocol):
-    """What a follower writes through (the chat wire formats)."""
+    """What a follower writes through (the chat wire formats); ``started``: its status line
+    went out."""
+
+    started: bool
 
     async def queued(self, position: int, eta_s: float | None = None) -> None: ...
 
@@ -38,6 +41,8 @@ class Follower(Protocol):
     async def event(self, event: ReplyEvent) -> None: ...
 
     async def reject(self, error: ChatStreamError) -> None: ...
+
+    async def error(self, error: ChatStreamError) -> None: ...
 
     async def end(self) -> None: ...
 
@@ -126,8 +131,8 @@ class FollowedReply(Response):
         try:
             async with contextlib.aclosing(self.items):
                 async for item in self.items:
-                    if isinstance(item, Refused):
-                        await writer.reject(item.error)
+                    if isinstance(item, Refused):  # as an error event once the stream began
+                        await (writer.error if writer.started else writer.reject)(item.error)
                     elif isinstance(item, Queued):
                         await writer.queued(item.position, item.eta_s)
                     elif isinstance(item, KeepAlive):
