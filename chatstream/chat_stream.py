@@ -239,7 +239,12 @@ class ChatStream:
         )
 
     def conversations(self, request: Request) -> ConversationAccess:
-        """The conversations of ``request``'s owner (its session loaded)."""
+        """The conversations of ``request``'s owner (its session loaded); one access per
+        request, so that what it does once (a migration, a sign-in) happens once."""
+        cached = request.scope.setdefault("chatstream.conversations", {})
+        if id(self) in cached:
+            access: ConversationAccess = cached[id(self)]
+            return access
         session = request.state.session
         if self._policy is None:
             store = self._conversation_store
@@ -250,7 +255,8 @@ class ChatStream:
             self._policy = ConversationPolicy(
                 store, self.owner_rule, self.conversation_limits, self.system_prompt, self.bind
             )
-        return ConversationAccess(self._policy, request, session)
+        access = cached[id(self)] = ConversationAccess(self._policy, request, session)
+        return access
 
     def generation_settings(self, session: Session) -> GenerationSettings:
         """This chat's defaults, overridden by what the session set (within today's limits)."""

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from ..admission.lease import conversation_lease
 from ..conversations.access import ConversationAccess, new_message_id
+from ..conversations.prompt import Message
 from ..conversations.store import Conversation, ConversationInfo
 from ..errors import InvalidRequest, NotFound
 from ..keys import valid_id
@@ -56,18 +57,49 @@ async def conversation_view(
     chat_stream: ChatStream, access: ConversationAccess, conversation: Conversation
 ) -> dict[str, Any]:
     """A conversation as the routes show it: its summary, system prompt and messages (a
-    reply with its feedback, when it has some)."""
+    reply with its feedback, when it has some), and a reply that is generating: its user
+    message, and the reply so far with ``"status": "generating"``."""
     messages = []
     for message in conversation.prompt.messages:
         shown = message.to_dict()
         if message.message_id in conversation.feedback:
             shown["feedback"] = conversation.feedback[message.message_id]
         messages.append(shown)
+    running = await running_reply(chat_stream, access, conversation.info.id)
+    if running is not None:
+        start, pending, shown = running
+        messages = [*messages[:start], *(m.to_dict() for m in pending), shown]
     return {
         **summary(conversation.info, access),
         "system_prompt": conversation.prompt.system_prompt,
         "messages": messages,
     }
+
+
+async def running_reply(
+    chat_stream: ChatStream, access: ConversationAccess, conversation_id: str
+) -> tuple[int, list[Message], dict[str, Any]] | None:
+    """The conversation's reply that generates now, wherever it runs: where it goes, the user
+    message it answers (a new or edited one, or none), and the reply so far."""
+    message_id = await access.store.lease(conversation_id).running()
+    owner = await access.owner(create=False)
+    if message_id is None or owner is None:
+        return None
+    local = chat_stream.replies.get(message_id)
+    if local is not None:
+        start, pending, text = local.start_at, local.pending, local.hub.text
+    elif chat_stream.reply_config.record:
+        store = chat_stream.reply_store(access.session)
+        meta = await store.meta(message_id, owner)
+        if meta is None or not meta.running:
+            return None
+        events = await store.events(message_id, 0)
+        start, pending = meta.start, meta.pending
+        text = "".join(e.data["text"] for e in events if e.name == "delta")
+    else:
+        return None
+    shown = {"role": "assistant", "content": text, "message_id": message_id, "status": "generating"}
+    return start, pending, shown
 
 
 async def _access(chat_stream: ChatStream, request: Request) -> ConversationAccess:

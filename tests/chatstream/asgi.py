@@ -12,14 +12,17 @@ from starlette.types import ASGIApp, Message
 
 @dataclass
 class ManualRequest:
-    """One POST whose client leaves when ``leave`` is set, or right after the first body bytes
-    reach it with ``leave_at_first_byte``."""
+    """One request (a POST of ``payload``, or a GET when ``method`` says so) whose client
+    leaves when ``leave`` is set, or right after the first body bytes reach it with
+    ``leave_at_first_byte``; ``headers`` are added to it."""
 
     app: ASGIApp
     path: str
     payload: dict[str, Any]
     cookie: str | None = None
     accept: str = "*/*"
+    method: str = "POST"
+    headers: dict[str, str] = field(default_factory=dict)
     leave_at_first_byte: bool = False
     stall_body: bool = False  # the body never comes (until the client leaves)
     leave: asyncio.Event = field(default_factory=asyncio.Event)
@@ -28,19 +31,22 @@ class ManualRequest:
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
-        body = json.dumps(self.payload).encode()
-        headers = [(b"content-type", b"application/json"), (b"accept", self.accept.encode())]
+        body = json.dumps(self.payload).encode() if self.method == "POST" else b""
+        headers = [(b"accept", self.accept.encode())]
+        if body:
+            headers.append((b"content-type", b"application/json"))
         if self.cookie:
             headers.append((b"cookie", self.cookie.encode()))
+        headers += [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]
         scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
             "http_version": "1.1",
-            "method": "POST",
+            "method": self.method,
             "scheme": "http",
-            "path": self.path,
-            "raw_path": self.path.encode(),
-            "query_string": b"",
+            "path": self.path.partition("?")[0],
+            "raw_path": self.path.partition("?")[0].encode(),
+            "query_string": self.path.partition("?")[2].encode(),
             "root_path": "",
             "headers": headers,
             "client": ("127.0.0.1", 5000),
