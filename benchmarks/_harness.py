@@ -26,7 +26,7 @@ import httpx
 
 from chatstream.testing import ServerProcess, serve
 
-SECRET_KEY = "benchmark-secret"
+SECRET_KEY = "chatstream-benchmark-secret-0123456789"  # 32+ bytes: fit for -- --redis-url
 READY_TIMEOUT = 180.0
 
 PROMPTS = (
