@@ -75,3 +75,25 @@ async def test_callback_prints_the_finished_turn(
     assert "stream ended: success" in printed
     assert "user: hello there" in printed
     assert "assistant: hello there" in printed
+
+
+async def test_sign_in_keeps_a_users_conversations_on_every_device(
+    load_example: Callable[[str], ModuleType],
+) -> None:
+    module = load_example("sign_in")
+
+    async def titles(client: httpx.AsyncClient) -> list[str]:
+        listed = (await client.get("/conversations")).json()["conversations"]
+        return [c["title"] for c in listed]
+
+    async with client_for(module) as laptop, client_for(module) as phone:
+        await laptop.post("/chat_stream", json={"user_input": "before signing in"})
+        wrong = await laptop.post("/login", json={"user": "alice", "password": "nope"})
+        assert wrong.status_code == 401
+        alice = {"user": "alice", "password": "wonderland"}
+        assert (await laptop.post("/login", json=alice)).status_code == 200
+        assert await titles(laptop) == ["before signing in"]  # it moved to alice
+        await phone.post("/login", json=alice)
+        assert await titles(phone) == ["before signing in"]
+        await phone.post("/logout")
+        assert await titles(phone) == []  # signed out: a new visitor
