@@ -102,7 +102,8 @@ class Engine(Protocol):
     request's ``params.stop``, so callers never add them. An engine that depends on something
     outside this process (a remote one's upstream) may also have ``async def check_ready()``,
     raising a :class:`~chatstream.errors.ChatStreamError` when it cannot generate: ``/readyz``
-    calls it.
+    calls it. An engine that cannot go on from a request's ``assistant_prefix`` has
+    ``continues_replies = False``: a turn that continues a reply is then refused (422).
     """
 
     @property

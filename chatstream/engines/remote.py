@@ -123,11 +123,18 @@ class OpenAICompatibleEngine:
     def stop_strings(self) -> tuple[str, ...]:
         return self._renderer.stop_strings
 
+    continues_replies = False
+    """OpenAI's protocol has no portable way to go on from a reply's start (vLLM's
+    ``continue_final_message`` and llama.cpp's prefill differ), so ``{"continue": true}`` is
+    refused with 422 rather than answered with a new reply."""
+
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         if self._closed:
             raise RuntimeError("the engine is closed")
         if not request.messages:
             raise ValueError("the remote engine sends a conversation: the request has no messages")
+        if request.assistant_prefix:
+            raise ValueError("the remote engine cannot continue a reply (continues_replies)")
         stops = StopStringFilter((*request.params.stop, *self.stop_strings))
         received: list[str] = []
         sent = whole = False

@@ -52,6 +52,11 @@ async def chat_stream_endpoint(
         return error_response(exc)
     try:
         body = validate_chat_body(data, max_input_chars=limits.max_input_chars)
+        if body.action == "continue" and not getattr(chat_stream.engine, "continues_replies", True):
+            raise InvalidRequest(
+                "this server's model cannot continue a reply (it runs on a remote inference "
+                "server): regenerate it, or ask for more in a new message"
+            )
         session = request.state.session
         await session.load()
         access = chat_stream.conversations(request)

@@ -56,12 +56,23 @@ def test_in_front_of_chatstream_a_turn_streams_and_the_upstream_going_away_is_50
             ("assistant", expected),
         ]
 
+        # Continuing a reply cut at the length limit cannot be done portably upstream: refused.
+        client.post("/set_generation_params", json={"max_new_tokens": 2})
+        cut = parse_events(client.post("/chat_stream", json={"user_input": "Go"}, headers=SSE).text)
+        assert cut[-1].data["finish_reason"] == "length"
+        refused = client.post("/chat_stream", json={"continue": True})
+        assert refused.status_code == 422
+        assert "cannot continue a reply" in refused.json()["error"]["message"]
+        assert len(client.get("/get_prompt").json()["messages"]) == 4  # nothing changed
+        client.post("/clear_context")
+        client.post("/set_generation_params", json={"max_new_tokens": 256})
+
         upstream.kill()
         refused = client.post("/chat_stream", json={"user_input": "Still there?"})
         assert refused.status_code == 503
         assert refused.json()["error"]["code"] == "upstream_unavailable"
         assert "retry-after" in refused.headers
-        assert len(client.get("/get_prompt").json()["messages"]) == 2  # nothing stored
+        assert client.get("/get_prompt").json()["messages"] == []  # nothing stored
         ready = client.get("/readyz")
         assert (ready.status_code, ready.json()["error"]["code"]) == (
             503,

@@ -152,6 +152,15 @@ async def test_a_failure_before_the_first_token_is_upstream_unavailable(
     assert caught.value.status == 503 and caught.value.retry_after
 
 
+async def test_it_refuses_to_continue_a_reply_rather_than_start_a_new_one(remote: Remote) -> None:
+    engine, upstream = remote()
+    assert engine.continues_replies is False  # the chat handler refuses a continue with 422
+    going_on = GenerationRequest("", GenerationParams(), MESSAGES, assistant_prefix="Once upon")
+    with pytest.raises(ValueError, match="cannot continue"):
+        await collect(engine.generate(going_on))
+    assert upstream.requests == []
+
+
 async def test_a_request_the_upstream_refuses_is_invalid(remote: Remote) -> None:
     engine, _ = remote(status=422)
     with pytest.raises(InvalidRequest):
