@@ -8,8 +8,9 @@ Through the real :class:`~chatstream.conversations.RedisConversationStore` on a 
 with its id, finish reason and token counts):
 
 - load: the conversation's record, decoded into a ``Conversation`` (``store.load``);
-- write: the turn's two new messages appended (``store.write`` from the end), which also
-  moves the conversation to the top of its owner's list;
+- write: the turn's two new messages written after the conversation's seeded turns
+  (``store.write`` from there; the same positions each round, so the length stays the row's),
+  which also moves the conversation to the top of its owner's list;
 - list: the first page (50) of the owner's conversation list (``store.page``).
 
 Two series: one conversation of 10, 100 and 1000 turns (the write must not grow with the
@@ -94,7 +95,11 @@ class Series:
 
 
 async def one_turn(
-    redis: Redis, store: RedisConversationStore, owner: str, conversation: Conversation
+    redis: Redis,
+    store: RedisConversationStore,
+    owner: str,
+    conversation: Conversation,
+    seeded_turns: int,
 ) -> tuple[Conversation, Series]:
     """What a turn does to ``conversation``, timed, with the baselines, into a fresh Series."""
     series = Series()
@@ -105,8 +110,9 @@ async def one_turn(
     loaded = await store.load(owner, conversation.info.id)
     series.load.append(time.perf_counter() - started)
     assert loaded is not None
-    new = turn(len(loaded.prompt.messages) // 2)
-    start = len(loaded.prompt.messages)
+    # The turn after the seeded ones, written again each round: the length stays the row's.
+    start = 2 * seeded_turns
+    new = turn(seeded_turns)
     started = time.perf_counter()
     written = await store.write(owner, loaded, start=start, messages=new)
     series.write.append(time.perf_counter() - started)
@@ -147,7 +153,7 @@ async def by_length(redis: Redis, store: RedisConversationStore, rounds: int) ->
         conversation = await seeded(store, owner, turns)
         parts = []
         for _ in range(rounds):
-            conversation, part = await one_turn(redis, store, owner, conversation)
+            conversation, part = await one_turn(redis, store, owner, conversation, turns)
             parts.append(part)
         s = merged(parts)
         rows.append(
@@ -176,7 +182,7 @@ async def by_count(redis: Redis, store: RedisConversationStore, rounds: int) -> 
         for number in range(rounds):  # turns spread over the owner's conversations
             position = number * 7919 % count
             conversations[position], part = await one_turn(
-                redis, store, owner, conversations[position]
+                redis, store, owner, conversations[position], 10
             )
             parts.append(part)
         s = merged(parts)

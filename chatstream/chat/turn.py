@@ -101,16 +101,29 @@ def plan_turn(
         return TurnPlan(start, pending, ChatPrompt(prompt.system_prompt, messages[:start]), last)
     kept = [*messages[:start], *pending]
     if pending:
-        _check_room(kept, limits)
+        _check_room(kept, _size(conversation, start, pending), limits)
     return TurnPlan(start, pending, ChatPrompt(prompt.system_prompt, kept))
 
 
-def _check_room(messages: Sequence[Message], limits: ConversationLimits) -> None:
+def _size(conversation: Conversation, start: int, pending: Sequence[Message]) -> int:
+    """Bytes of the messages before ``start`` and ``pending``: from the stored size when the
+    store knows it (O(what changes)), else counted."""
+    messages = conversation.prompt.messages
+    if conversation.size is None:
+        return _bytes([*messages[:start], *pending])
+    return conversation.size - _bytes(messages[start:]) + _bytes(pending)
+
+
+def _bytes(messages: Sequence[Message]) -> int:
+    return sum(len(m.content.encode()) for m in messages)
+
+
+def _check_room(messages: Sequence[Message], size: int, limits: ConversationLimits) -> None:
     if len(messages) + 1 > limits.max_messages:
         raise ConversationFull(
             f"this conversation has reached {limits.max_messages} messages: start a new one"
         )
-    if sum(len(m.content.encode()) for m in messages) > limits.max_conversation_bytes:
+    if size > limits.max_conversation_bytes:
         raise ConversationFull(
             f"this conversation has reached {limits.max_conversation_bytes} bytes: start a new one"
         )

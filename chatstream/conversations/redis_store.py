@@ -158,7 +158,11 @@ class RedisConversationStore(ConversationStore):
         old = conversation.prompt.messages
         new = [*old[:start], *messages]
         dropped = [m.message_id for m in old[start:] if m.message_id is not None]
-        size = sum(len(m.content.encode()) for m in new)
+        if conversation.size is None:
+            size = sum(len(m.content.encode()) for m in new)
+        else:  # O(what changes), not O(the conversation's length)
+            size = conversation.size + sum(len(m.content.encode()) for m in messages)
+            size -= sum(len(m.content.encode()) for m in old[start:])
         title = "" if conversation.renamed else title_from(new)
         encoded = [json.dumps(m.to_dict(), ensure_ascii=False) for m in messages]
         keys = self._conversation(conversation.info.id)
@@ -181,9 +185,10 @@ class RedisConversationStore(ConversationStore):
         stored = json.loads(_text(meta))
         info = _info(conversation.info.id, stored)
         await self._summarize(owner, info, ttl)
-        feedback = {k: v for k, v in conversation.feedback.items() if k not in set(dropped)}
+        gone = set(dropped)
+        feedback = {k: v for k, v in conversation.feedback.items() if k not in gone}
         prompt = ChatPrompt(conversation.prompt.system_prompt, new)
-        return Conversation(info, prompt, stored["renamed"], feedback, stored["version"])
+        return Conversation(info, prompt, stored["renamed"], feedback, stored["version"], size)
 
     async def rename(self, owner: str, conversation_id: str, title: str) -> ConversationInfo | None:
         meta = await self._annotate(owner, conversation_id, "title", title)
@@ -325,7 +330,15 @@ def _conversation(conversation_id: str, owner: str, fields: dict[str, str]) -> C
     }
     prompt = ChatPrompt(fields.get("system"), messages)
     info = _info(conversation_id, meta)
-    return Conversation(info, prompt, bool(meta["renamed"]), feedback, int(meta["version"]))
+    size = meta.get("bytes")
+    return Conversation(
+        info,
+        prompt,
+        bool(meta["renamed"]),
+        feedback,
+        int(meta["version"]),
+        size if isinstance(size, int) else None,
+    )
 
 
 def _parse_cursor(cursor: str) -> tuple[str, str]:

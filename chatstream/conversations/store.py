@@ -58,6 +58,9 @@ class Conversation:
     renamed: bool = False
     feedback: dict[str, dict[str, Any]] = field(default_factory=dict)
     version: int = 0
+    size: int | None = None
+    """UTF-8 bytes of its messages' contents as the store last wrote them (``None``:
+    unknown), so that a write need not count the whole conversation again."""
 
 
 @dataclass(frozen=True, slots=True)

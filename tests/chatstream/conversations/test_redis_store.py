@@ -89,6 +89,29 @@ async def test_writes_replace_from_a_position_and_feedback_goes_with_dropped_mes
     assert sorted(await store.redis.hkeys(record)) == [b"m:0", b"meta"]
 
 
+async def test_the_stored_size_follows_every_write_without_a_recount(
+    store: RedisConversationStore,
+) -> None:
+    def counted(conversation: Conversation) -> int:
+        return sum(len(m.content.encode()) for m in conversation.prompt.messages)
+
+    info = await store.create(ALICE, title=None, system_prompt=None, limit=10)
+    conversation = await loaded(store, ALICE, info.id)
+    writes = [
+        (0, turn("héllo", "wörld")),  # an append
+        (2, turn("again", "and again")),
+        (3, [Message("assistant", "regenerated ✓", "a-r", "stop")]),  # a regenerate
+        (2, turn("edited", "anew")),  # an edit drops what came after
+        (1, []),  # cut short
+    ]
+    for start, messages in writes:
+        written = await store.write(ALICE, conversation, start=start, messages=messages)
+        assert written is not None
+        reread = await loaded(store, ALICE, info.id)
+        assert written.size == reread.size == counted(reread)
+        conversation = reread if start % 2 else written  # from a load, and from a write
+
+
 async def test_a_write_on_a_changed_conversation_is_refused(store: RedisConversationStore) -> None:
     info = await store.create(ALICE, title=None, system_prompt=None, limit=10)
     first = await loaded(store, ALICE, info.id)
