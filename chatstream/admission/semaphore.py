@@ -287,6 +287,9 @@ class _Ticket:
 
     def update(self, position: int) -> None:
         if position < 0:
+            # Its heartbeat lapsed (this instance's look at its waiters came over WAITER_TTL
+            # late: an event loop held up that long), or Redis lost the queue (a failover).
+            logger.warning("admission: waiter %s lost its place in the queue", self.id)
             self.fail("this request's place in the queue expired")
         elif position != self.position:
             self.position = position
