@@ -5,8 +5,8 @@
 Two ``chatstream serve`` processes on the bundled model and the same real Redis (``--redis-url``,
 else ``REDIS_URL``, else 127.0.0.1:6379/14, flushed first): one records every reply's events
 (the default), one runs with ``--no-record-replies``. In each round both get N first turns at
-once (greedy, ``--tokens`` each, prompts never sent before), N = 1 then 8, in turn: aggregate
-tokens per second is the completion tokens over the time to the last ``done``; the ratio is
+once (greedy, ``--tokens`` each, prompts never sent before), N = 1 then 8, in turn (which one
+goes first alternates by round): aggregate tokens per second is the completion tokens over the time to the last ``done``; the ratio is
 recording / not recording, median over rounds. Redis commands per second per stream are the
 recording server's calls in ``INFO commandstats`` over one round, divided by its duration and N.
 Attach latency: a reply is read for a few events, its connection dropped, and
@@ -97,12 +97,16 @@ def main() -> None:
     with served(common) as recording, served([*common, "--no-record-replies"]) as plain:
         for server in (recording, plain):
             asyncio.run(tokens_per_second(server.url, 1, 8))  # warm-up
-        for _ in range(rounds):
+        for number in range(rounds):
             for streams in (1, 8):
+                # The two take turns going first, so neither always runs on the warmer machine.
+                if number % 2:
+                    off, _ = asyncio.run(tokens_per_second(plain.url, streams, tokens))
                 before = commands(redis)
                 on, seconds = asyncio.run(tokens_per_second(recording.url, streams, tokens))
                 per_stream.append((commands(redis) - before) / seconds / streams)
-                off, _ = asyncio.run(tokens_per_second(plain.url, streams, tokens))
+                if not number % 2:
+                    off, _ = asyncio.run(tokens_per_second(plain.url, streams, tokens))
                 ratios[streams].append(on / off)
                 rates.setdefault(("on", streams), []).append(on)
                 rates.setdefault(("off", streams), []).append(off)
