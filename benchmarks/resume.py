@@ -7,8 +7,9 @@ else ``REDIS_URL``, else 127.0.0.1:6379/14, flushed first): one records every re
 (the default), one runs with ``--no-record-replies``. In each round both get N first turns at
 once (greedy, ``--tokens`` each, prompts never sent before), N = 1 then 8, in turn (which one
 goes first alternates by round): aggregate tokens per second is the completion tokens over
-the time to the last ``done``; the ratio is recording / not recording, median over rounds. Redis commands per second per stream are the
-recording server's calls in ``INFO commandstats`` over one round, divided by its duration and N.
+the time to the last ``done``; the ratio is recording / not recording, median over rounds.
+Redis commands per second per stream are the recording server's calls in ``INFO
+commandstats`` over one round, divided by its duration and N.
 Attach latency: a reply is read for a few events, its connection dropped, and
 ``GET /chat_stream/{id}`` with ``Last-Event-ID`` sent again: the time from reconnecting to the
 first missed event, p50 over the trials. Target: recording costs at most 3 % of throughput.
