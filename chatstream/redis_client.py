@@ -44,6 +44,11 @@ covered) are outside :class:`~redis.exceptions.RedisError`."""
 
 REDIS_TIMEOUT = 2.0
 """Seconds to connect, and to wait for any reply."""
+REDIS_MAX_CONNECTIONS = 1000
+"""Connections a client opens at most (to each node of a cluster). redis-py's default, 100, is
+reached by some 50 streams on a busy instance (each of their commands holds a connection until
+the event loop reads its reply), and past it every command fails at once: a 503 under load that
+the server could have carried. This matches the server's own bound on open HTTP connections."""
 
 CLUSTER, SENTINEL = "redis+cluster", "redis+sentinel"
 SCHEMES = ("redis", "rediss", "unix", CLUSTER, SENTINEL)
@@ -135,6 +140,7 @@ def _options() -> dict[str, Any]:
     return {
         "socket_timeout": REDIS_TIMEOUT,
         "socket_connect_timeout": REDIS_TIMEOUT,
+        "max_connections": REDIS_MAX_CONNECTIONS,
         "health_check_interval": 15,
         "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     }

@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatstream.cli import main
-from chatstream.redis_client import REDIS_TIMEOUT, connect_redis
+from chatstream.redis_client import REDIS_MAX_CONNECTIONS, REDIS_TIMEOUT, connect_redis
 from chatstream.settings import ConfigError
 
 
@@ -53,6 +53,7 @@ async def test_one_server() -> None:
     assert (options["host"], options["port"], options["db"]) == ("cache.internal", 6380, 3)
     assert options["password"] == "secret"
     await assert_bounded(options)
+    assert client.connection_pool.max_connections == REDIS_MAX_CONNECTIONS  # not redis-py's 100
 
 
 async def test_a_cluster_from_its_nodes() -> None:
@@ -63,6 +64,7 @@ async def test_a_cluster_from_its_nodes() -> None:
     options = client.connection_kwargs
     assert (options["username"], options["password"]) == ("app", "p@ss")
     assert options["socket_timeout"] == options["socket_connect_timeout"] == REDIS_TIMEOUT
+    assert client.nodes_manager.connection_kwargs["max_connections"] == REDIS_MAX_CONNECTIONS
     # The cluster client retries by itself, after reading the layout again: once, and never
     # after a timeout.
     assert client.retry.get_retries() == 1
@@ -83,6 +85,7 @@ async def test_the_master_that_sentinels_name() -> None:
     assert all(s.get("password") is None for s in sentinels)  # the credentials are the master's
     for sentinel in sentinels:
         await assert_bounded(sentinel)
+    assert pool.max_connections == REDIS_MAX_CONNECTIONS
     await client.aclose()
 
 
