@@ -118,7 +118,9 @@ def _running_reply(chat_stream: ChatStream, turn: ChatTurn) -> RunningReply:
         turn,
         generation,
         services,
-        client=client_of(turn.request, "chat", chat_stream.owner_rule),
+        client=client_of(
+            turn.request, "chat", chat_stream.owner_rule, chat_stream.access.key_digests
+        ),
         route=turn.request.url.path,
     )
     estimate = services.times.wait if services.times else _no_estimate

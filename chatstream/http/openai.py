@@ -201,7 +201,7 @@ async def chat_completions(chat_stream: ChatStream, request: Request) -> Respons
     run = CompletionRun(
         generation,
         chat_stream.services(getattr(request.state, "session", None)),
-        client=client_of(request, "v1", chat_stream.owner_rule),
+        client=client_of(request, "v1", chat_stream.owner_rule, chat_stream.access.key_digests),
         route=request.url.path,
     )
     return StreamedReply(run, writer)

@@ -59,3 +59,33 @@ async def test_a_client_starts_at_most_rate_limit_turns_a_minute(make_app: AppFa
         assert (await other.post("/chat_stream", json={"user_input": "x"})).status_code == 200
         completion = {"messages": [{"role": "user", "content": "x"}]}
         assert (await client.post("/v1/chat/completions", json=completion)).status_code == 429
+
+
+async def test_on_v1_a_client_is_its_api_key_only_when_the_server_knows_it(
+    make_app: AppFactory,
+) -> None:
+    completion = {"messages": [{"role": "user", "content": "x"}]}
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {token}"}
+
+    # No keys configured: a made-up token per request must not buy a fresh rate limit.
+    app, _ = make_app(ScriptedEngine(), rate_limit=2)
+    async with client_at(app, "10.0.0.5") as client:
+        answers = [
+            await client.post("/v1/chat/completions", json=completion, headers=bearer(f"t{n}"))
+            for n in range(3)
+        ]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+    # Keys configured: each known key is a client of its own, wherever it comes from.
+    keys = ["a" * 32, "b" * 32]
+    app, _ = make_app(ScriptedEngine(), rate_limit=2, api_keys=keys)
+    async with client_at(app, "10.0.0.6") as client:
+        for key in keys:
+            for _ in range(2):
+                answer = await client.post(
+                    "/v1/chat/completions", json=completion, headers=bearer(key)
+                )
+                assert answer.status_code == 200
+        again = await client.post("/v1/chat/completions", json=completion, headers=bearer(keys[0]))
+        assert again.status_code == 429
