@@ -166,8 +166,8 @@ async def rename_conversation(chat_stream: ChatStream, request: Request) -> Resp
 
 @json_errors
 async def delete_conversation(chat_stream: ChatStream, request: Request) -> Response:
-    """``DELETE /conversations/{id}``: gone, with its messages and feedback (409 while one of
-    its replies generates)."""
+    """``DELETE /conversations/{id}``: gone, with its messages, feedback and recorded replies
+    (409 while one of its replies generates)."""
     access = await _access(chat_stream, request)
     conversation_id = request.path_params["conversation_id"]
     owner = await access.owner(create=False)
@@ -175,8 +175,16 @@ async def delete_conversation(chat_stream: ChatStream, request: Request) -> Resp
         raise NotFound("there is no such conversation")
     lease = access.store.lease(conversation_id)
     async with conversation_lease(lease, new_message_id(), chat_stream.admission_config.lease_ttl):
+        conversation = await access.store.load(owner, conversation_id)
         deleted = await access.store.delete(owner, conversation_id)
     if not deleted:
         raise NotFound("there is no such conversation")
     await access.forget(conversation_id)
+    if conversation is not None:  # its recorded replies go too
+        replies = chat_stream.reply_store(request.state.session)
+        await replies.forget(
+            m.message_id
+            for m in conversation.prompt.messages
+            if m.role == "assistant" and m.message_id is not None
+        )
     return Response(status_code=204, headers={"Cache-Control": "no-store"})

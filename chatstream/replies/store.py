@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
@@ -23,7 +23,7 @@ from typing import Any
 
 from ..conversations.prompt import Message
 from ..errors import ServiceUnavailable
-from ..keys import DEFAULT_PREFIX, ReplyKeys, request_key
+from ..keys import DEFAULT_PREFIX, ReplyKeys, request_key, valid_id
 from ..redis_client import REDIS_ERRORS, RedisClient
 from .hub import ReplyEvent
 
@@ -185,6 +185,14 @@ class ReplyStore:
         with _unavailable_on_error():
             found = await self.redis.get(key)
         return None if found is None else _text(found)
+
+    async def forget(self, message_ids: Iterable[str]) -> None:
+        """Delete these replies' records (their conversation was deleted): nobody may follow
+        them any more. One call per reply, each its own hash tag."""
+        for message_id in filter(valid_id, message_ids):
+            keys = self._keys(message_id)
+            with _unavailable_on_error():
+                await self.redis.delete(keys.meta, keys.events, keys.followers)
 
     async def _call(self, name: str, message_id: str, *args: str | int) -> Any:
         keys = self._keys(message_id)

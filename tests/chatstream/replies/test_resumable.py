@@ -205,6 +205,21 @@ async def test_after_its_record_expired_a_reply_answers_from_its_conversation(
     await client.aclose()
 
 
+async def test_a_deleted_conversations_replies_cannot_be_followed(
+    one: Instance, redis: Redis
+) -> None:
+    client, _ = await session_of(one.app)
+    reply = await client.post("/chat_stream", json={"user_input": "secret plans"})
+    message_id = reply.headers["x-message-id"]
+    conversation_id = (await client.get("/get_prompt")).json()["conversation_id"]
+    assert (await client.get(f"/chat_stream/{message_id}")).status_code == 200
+    assert (await client.delete(f"/conversations/{conversation_id}")).status_code == 204
+    assert (await client.get(f"/chat_stream/{message_id}")).status_code == 404
+    keys = ReplyKeys.build(message_id)
+    assert await redis.exists(keys.meta, keys.events, keys.followers) == 0
+    await client.aclose()
+
+
 async def test_stop_from_anywhere_stores_the_reply_so_far_and_frees_everything(
     one: Instance, two: Instance
 ) -> None:
