@@ -101,6 +101,7 @@ class RedisConversationStore(ConversationStore):
     ) -> ConversationInfo:
         conversation_id = secrets.token_hex(16)
         ttl = self._ttl(owner)
+        named = "1" if title else "0"
         title = title or title_from(())
         summary = await self._call(
             "reserve", self._owner(owner), conversation_id, title, limit, ttl
@@ -113,7 +114,7 @@ class RedisConversationStore(ConversationStore):
         created = round(info.created_at * 1000)
         extra = [] if system_prompt is None else [system_prompt]
         keys = self._conversation(conversation_id)
-        await self._call("create", [keys.record], owner, title, created, ttl, *extra)
+        await self._call("create", [keys.record], owner, title, created, ttl, named, *extra)
         return info
 
     async def page(self, owner: str, *, limit: int, before: str | None) -> Page:

@@ -78,7 +78,8 @@ class ConversationStore(ABC):
         self, owner: str, *, title: str | None, system_prompt: str | None, limit: int
     ) -> ConversationInfo:
         """A new, empty conversation; :class:`~chatstream.errors.TooManyConversations` when
-        the owner already has ``limit``."""
+        the owner already has ``limit``. A ``title`` given here sticks, as a rename does;
+        without one, the conversation is named after its first user message."""
 
     @abstractmethod
     async def page(self, owner: str, *, limit: int, before: str | None) -> Page:

@@ -3,6 +3,7 @@ proxy is trusted), a new visitor's first requests, and a session's probes during
 
 from __future__ import annotations
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -39,6 +40,37 @@ def test_a_trusted_proxy_names_the_user_and_nobody_else_can() -> None:
         )
         with httpx.Client(base_url=server.url) as other:
             assert titles(other, **{"x-forwarded-user": "alice"}) == []  # the header was ignored
+
+
+@pytest.mark.redis
+def test_a_signed_in_user_has_one_list_on_two_instances_and_nobody_else_sees_it(
+    redis_url: str,
+) -> None:
+    """Two cookie jars (two devices) on two instances of one real Redis, each behind the
+    authenticating proxy that names the user."""
+    env = {**PROXY, "REDIS_URL": redis_url}
+    run = uuid.uuid4().hex[:8]  # signed-in users' conversations never expire: new users
+    alice, bob = {"x-forwarded-user": f"alice-{run}"}, {"x-forwarded-user": f"bob-{run}"}
+    with (
+        running_server(*MOCK, env=env) as a,
+        running_server(*MOCK, env=env) as b,
+        httpx.Client(base_url=a.url) as laptop,
+        httpx.Client(base_url=b.url) as phone,
+    ):
+        laptop.post("/chat_stream", json={"user_input": "trip to Lisbon"}, headers=alice)
+        created = phone.post("/conversations", json={"title": "groceries"}, headers=alice)
+        assert created.status_code == 201
+        phone.post("/chat_stream", json={"user_input": "milk, eggs"}, headers=alice)
+        assert titles(laptop, **alice) == titles(phone, **alice) == ["groceries", "trip to Lisbon"]
+        listed = laptop.get("/conversations", headers=alice).json()["conversations"]
+        lisbon = next(c["id"] for c in listed if c["title"] == "trip to Lisbon")
+        on_b = phone.get(f"/conversations/{lisbon}", headers=alice).json()["messages"]
+        assert on_b[0]["content"] == "trip to Lisbon"
+        with httpx.Client(base_url=b.url) as stranger:
+            assert titles(stranger, **bob) == []
+            assert stranger.get(f"/conversations/{lisbon}", headers=bob).status_code == 404
+            assert stranger.delete(f"/conversations/{lisbon}", headers=bob).status_code == 404
+        assert len(titles(laptop, **alice)) == 2  # nothing of alice's was touched
 
 
 def test_a_new_visitors_first_requests_end_on_one_session() -> None:

@@ -51,6 +51,16 @@ async def test_a_conversation_round_trips(store: RedisConversationStore) -> None
     assert again.info.updated_at >= info.updated_at
 
 
+async def test_a_title_given_at_creation_sticks(store: RedisConversationStore) -> None:
+    named = await store.create(ALICE, title="Groceries", system_prompt=None, limit=10)
+    untitled = await store.create(ALICE, title=None, system_prompt=None, limit=10)
+    for info in (named, untitled):
+        conversation = await loaded(store, ALICE, info.id)
+        await store.write(ALICE, conversation, start=0, messages=turn("milk, eggs", "Noted."))
+    titles = {c.id: c.title for c in (await store.page(ALICE, limit=10, before=None)).conversations}
+    assert (titles[named.id], titles[untitled.id]) == ("Groceries", "milk, eggs")
+
+
 async def test_another_owner_sees_nothing(store: RedisConversationStore) -> None:
     info = await store.create(ALICE, title="mine", system_prompt=None, limit=10)
     assert await store.load(BOB, info.id) is None
