@@ -151,7 +151,11 @@ class SessionMiddleware:
         return JSONResponse(
             {"error": {"code": "store_unavailable", "message": "session store unavailable"}},
             status_code=503,
-            headers={"Retry-After": str(exc.retry_after)},
+            headers={
+                "Retry-After": str(exc.retry_after),
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+            },
         )
 
 

@@ -143,7 +143,11 @@ async def get_load(chat_stream: ChatStream, request: Request) -> Response:
 
 async def metrics(chat_stream: ChatStream, request: Request) -> Response:
     """Prometheus metrics of this instance."""
-    return Response(chat_stream.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        chat_stream.metrics.render(),
+        media_type=CONTENT_TYPE_LATEST,
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
 
 
 async def healthz(request: Request) -> Response:

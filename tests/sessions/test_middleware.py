@@ -239,6 +239,8 @@ async def test_an_unreachable_store_answers_503(
     await unreachable_redis.aclose()
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-content-type-options"] == "nosniff"
     assert response.json()["error"]["code"] == "store_unavailable"
     assert not called
 

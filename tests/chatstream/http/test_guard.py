@@ -113,6 +113,7 @@ async def test_json_and_text_answers_are_private_and_not_sniffed(chat: httpx.Asy
     for answer in answers:
         assert answer.headers["x-content-type-options"] == "nosniff", answer.request.url
         assert answer.headers["cache-control"] == "no-store", answer.request.url
+    assert (await chat.get("/metrics")).headers["x-content-type-options"] == "nosniff"
 
 
 async def test_replies_longer_than_the_servers_limit_are_refused(
