@@ -40,6 +40,20 @@ def test_refuses_to_start_with_redis_and_no_secret_key() -> None:
         create_app(Settings(model="mock", redis_url="redis://127.0.0.1:6379/15"))
 
 
+def test_a_short_secret_key_is_refused_with_redis() -> None:
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        create_app(Settings(model="mock", redis_url="redis://127.0.0.1:6379/15", secret_key="k"))
+    create_app(Settings(model="mock", secret_key="k"))  # one process, its own store: allowed
+
+
+def test_bound_wide_open_it_warns(caplog: pytest.LogCaptureFixture) -> None:
+    create_app(Settings(model="mock", secret_key="k", host="0.0.0.0"))
+    assert "any host name reaches it and every route is open" in caplog.text
+    caplog.clear()
+    create_app(Settings(model="mock", secret_key="k", host="127.0.0.1"))
+    assert "every route is open" not in caplog.text
+
+
 def test_random_key_warning_without_redis(caplog: pytest.LogCaptureFixture) -> None:
     create_app(Settings(model="mock"))
     assert "CHATSTREAM_SECRET_KEY is not set" in caplog.text

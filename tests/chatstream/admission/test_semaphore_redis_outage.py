@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -98,5 +100,35 @@ async def test_waiters_fail_with_service_unavailable(private_redis: RedisProcess
         with pytest.raises(ServiceUnavailable):
             await waiter
         await asyncio.to_thread(private_redis.start)
+    await semaphore.aclose()
+    await redis.aclose()
+
+
+async def test_the_wake_up_listener_recovers_from_any_error(
+    private_redis: RedisProcess, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not only Redis errors: a bug or a library's surprise in the listener must not leave the
+    queue without its wake-ups for good."""
+    redis = Redis(port=private_redis.port)
+    semaphore = RedisSemaphore(redis, capacity=1)
+    await hand_off(semaphore)  # the listener runs
+    failures: list[int] = []
+    get_message = PubSub.get_message
+
+    async def broken_once(self: PubSub, *args: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("a surprise")
+        return await get_message(self, *args, **kwargs)
+
+    first = semaphore._pubsub
+    monkeypatch.setattr(PubSub, "get_message", broken_once)
+    async with asyncio.timeout(10):  # the listener drops its broken subscription, makes anew
+        while semaphore._pubsub in (None, first) or not semaphore._pubsub.subscribed:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert failures
+    assert "RuntimeError('a surprise')" in caplog.text
+    assert await wake_subscribers(redis) == 1
+    await hand_off(semaphore)
     await semaphore.aclose()
     await redis.aclose()
