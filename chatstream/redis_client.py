@@ -15,6 +15,9 @@ timeout is never retried, so an outage still answers within one timeout.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TypeAlias
 from urllib.parse import unquote, urlsplit
 
@@ -33,6 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from sessions.embedded import embedded_redis
 
+from .errors import ServiceUnavailable
 from .settings import ConfigError
 
 RedisClient: TypeAlias = Redis | RedisCluster
@@ -41,6 +45,26 @@ RedisClient: TypeAlias = Redis | RedisCluster
 REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
 """Every error a Redis client raises: redis-py's cluster errors (no node reachable, a slot not
 covered) are outside :class:`~redis.exceptions.RedisError`."""
+
+logger = logging.getLogger("chatstream")
+
+
+@contextmanager
+def unavailable_on_error(store: str, message: str) -> Iterator[None]:
+    """A Redis error inside is logged (``store`` names what failed; the detail stays in the
+    log) and raised as :class:`~chatstream.errors.ServiceUnavailable` with ``message``, the
+    fixed text the client sees."""
+    try:
+        yield
+    except REDIS_ERRORS as exc:
+        logger.warning("%s: %r", store, exc)
+        raise ServiceUnavailable(message) from exc
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply as text (clients may or may not decode their replies)."""
+    return value.decode() if isinstance(value, bytes) else value
+
 
 REDIS_TIMEOUT = 2.0
 """Seconds to connect, and to wait for any reply."""

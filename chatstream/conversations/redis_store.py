@@ -24,14 +24,13 @@ import json
 import logging
 import math
 import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
 
-from ..errors import ServiceUnavailable, TooManyConversations
+from ..errors import TooManyConversations
 from ..keys import DEFAULT_PREFIX, ConversationKeys, OwnerKeys
-from ..redis_client import REDIS_ERRORS, RedisClient
+from ..redis_client import RedisClient, text, unavailable_on_error
 from .owners import is_anonymous
 from .prompt import ChatPrompt, Message
 from .store import (
@@ -51,19 +50,6 @@ UNREACHABLE = "the conversation store is unavailable; try again shortly"
 def _script(name: str) -> str:
     package = files("chatstream.conversations") / "lua"
     return (package / "common.lua").read_text() + (package / f"{name}.lua").read_text()
-
-
-@contextmanager
-def _unavailable_on_error() -> Iterator[None]:
-    try:
-        yield
-    except REDIS_ERRORS as exc:
-        logger.warning("conversation store: %r", exc)
-        raise ServiceUnavailable(UNREACHABLE) from exc
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _ms(seconds: float) -> int:
@@ -110,7 +96,7 @@ class RedisConversationStore(ConversationStore):
             raise TooManyConversations(
                 f"there are already {limit} conversations: delete one to start another"
             )
-        info = _info(conversation_id, json.loads(_text(summary)))
+        info = _info(conversation_id, json.loads(text(summary)))
         created = round(info.created_at * 1000)
         extra = [] if system_prompt is None else [system_prompt]
         keys = self._conversation(conversation_id)
@@ -122,7 +108,7 @@ class RedisConversationStore(ConversationStore):
         reply = await self._call("list", self._owner(owner), score, after, limit)
         more, *flat = reply
         infos = [
-            _info(_text(cid), json.loads(_text(summary)))
+            _info(text(cid), json.loads(text(summary)))
             for cid, summary in zip(flat[::2], flat[1::2], strict=True)
         ]
         next_cursor = None
@@ -137,7 +123,7 @@ class RedisConversationStore(ConversationStore):
         except ValueError:
             return None
         reply = await self._call("load", [keys.record], self._ttl(owner))
-        fields = {_text(k): _text(v) for k, v in zip(reply[::2], reply[1::2], strict=True)}
+        fields = {text(k): text(v) for k, v in zip(reply[::2], reply[1::2], strict=True)}
         if not fields:
             return None
         try:
@@ -183,7 +169,7 @@ class RedisConversationStore(ConversationStore):
         )
         if meta is None:
             return None
-        stored = json.loads(_text(meta))
+        stored = json.loads(text(meta))
         info = _info(conversation.info.id, stored)
         await self._summarize(owner, info, ttl)
         gone = set(dropped)
@@ -215,22 +201,22 @@ class RedisConversationStore(ConversationStore):
         if conversation is None and not listed:
             return False
         keys = self._conversation(conversation_id)
-        with _unavailable_on_error():
+        with unavailable_on_error("conversation store", UNREACHABLE):
             await self.redis.delete(keys.record, keys.lease)
         return True
 
     async def transfer(self, from_owner: str, to_owner: str) -> int:
         source = OwnerKeys.build(from_owner, self.prefix)
-        with _unavailable_on_error():
+        with unavailable_on_error("conversation store", UNREACHABLE):
             listed: list[Any] = await self.redis.zrange(source.index, 0, -1)
-        ids = [_text(cid) for cid in listed]
+        ids = [text(cid) for cid in listed]
         ttl = self._ttl(to_owner)
         moved = 0
         for conversation_id in ids:
             keys = self._conversation(conversation_id)
             meta = await self._call("reown", [keys.record], from_owner, to_owner, ttl)
             if meta is not None:
-                info = _info(conversation_id, json.loads(_text(meta)))
+                info = _info(conversation_id, json.loads(text(meta)))
                 await self._summarize(to_owner, info, ttl, list_it=True)
                 moved += 1
             await self._call("unlist", [source.index, source.summaries], conversation_id)
@@ -249,7 +235,7 @@ class RedisConversationStore(ConversationStore):
         except ValueError:
             return None
         meta = await self._call("annotate", [keys.record], owner, *args)
-        return None if meta is None else dict(json.loads(_text(meta)))
+        return None if meta is None else dict(json.loads(text(meta)))
 
     async def _summarize(
         self, owner: str, info: ConversationInfo, ttl: int, *, list_it: bool = False
@@ -268,7 +254,7 @@ class RedisConversationStore(ConversationStore):
         await self._call("summarize", self._owner(owner), info.id, summary, updated, ttl, listing)
 
     async def _call(self, name: str, keys: Sequence[str], *args: str | int) -> Any:
-        with _unavailable_on_error():
+        with unavailable_on_error("conversation store", UNREACHABLE):
             return await self._scripts[name](keys=list(keys), args=list(args))
 
     def _conversation(self, conversation_id: str) -> ConversationKeys:
@@ -289,7 +275,7 @@ class RedisConversationLease(ConversationLease):
 
     async def acquire(self, message_id: str, ttl: float) -> str | None:
         token = secrets.token_hex(16)
-        with _unavailable_on_error():
+        with unavailable_on_error("conversation store", UNREACHABLE):
             taken = await self._store.redis.set(
                 self._key, f"{token} {message_id}", nx=True, px=_ms(ttl)
             )
@@ -302,9 +288,9 @@ class RedisConversationLease(ConversationLease):
         await self._store._call("lease", [self._key], token, "release", 0)
 
     async def running(self) -> str | None:
-        with _unavailable_on_error():
+        with unavailable_on_error("conversation store", UNREACHABLE):
             held = await self._store.redis.get(self._key)
-        return None if held is None else _text(held).partition(" ")[2]
+        return None if held is None else text(held).partition(" ")[2]
 
 
 def _info(conversation_id: str, data: dict[str, Any]) -> ConversationInfo:

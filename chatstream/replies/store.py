@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
 from ..conversations.prompt import Message
-from ..errors import ServiceUnavailable
 from ..keys import DEFAULT_PREFIX, ReplyKeys, request_key, valid_id
-from ..redis_client import REDIS_ERRORS, RedisClient
+from ..redis_client import RedisClient, text, unavailable_on_error
 from .hub import ReplyEvent
 
 logger = logging.getLogger("chatstream")
@@ -35,19 +33,6 @@ UNAVAILABLE = "the reply store is unavailable; try again shortly"
 def _script(name: str) -> str:
     package = files("chatstream.replies") / "lua"
     return (package / "common.lua").read_text() + (package / f"{name}.lua").read_text()
-
-
-@contextmanager
-def _unavailable_on_error() -> Iterator[None]:
-    try:
-        yield
-    except REDIS_ERRORS as exc:
-        logger.warning("reply store: %r", exc)
-        raise ServiceUnavailable(UNAVAILABLE) from exc
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,20 +119,20 @@ class ReplyStore:
         reply = await self._call("follow", message_id, follower, round(heartbeat * 1000), owner)
         if not reply:
             return None
-        fields = {_text(k): _text(v) for k, v in zip(reply[::2], reply[1::2], strict=True)}
+        fields = {text(k): text(v) for k, v in zip(reply[::2], reply[1::2], strict=True)}
         return _meta(fields)
 
     async def meta(self, message_id: str, owner: str) -> ReplyMeta | None:
         """The reply's meta, if it is ``owner``'s (no follower recorded)."""
-        with _unavailable_on_error():
+        with unavailable_on_error("reply store", UNAVAILABLE):
             fields = await self.redis.hgetall(self._keys(message_id).meta)
-        parsed = {_text(k): _text(v) for k, v in fields.items()}
+        parsed = {text(k): text(v) for k, v in fields.items()}
         if parsed.get("owner") != owner:
             return None
         return _meta(parsed)
 
     async def unfollow(self, message_id: str, follower: str) -> None:
-        with _unavailable_on_error():
+        with unavailable_on_error("reply store", UNAVAILABLE):
             await self.redis.zrem(self._keys(message_id).followers, follower)
 
     async def events(self, message_id: str, after: int, *, block: float = 0) -> list[ReplyEvent]:
@@ -155,7 +140,7 @@ class ReplyStore:
         seconds for one when there is none yet."""
         key = self._keys(message_id).events
         entries: list[Any]
-        with _unavailable_on_error():
+        with unavailable_on_error("reply store", UNAVAILABLE):
             if block:
                 found: Any = await self.redis.xread({key: f"0-{after}"}, block=round(block * 1000))
                 entries = found[0][1] if found else []
@@ -173,30 +158,30 @@ class ReplyStore:
         """Note that the POST with ``idempotency_key`` started ``message_id``; the message id
         an earlier POST with the same key started, if there was one."""
         key = request_key(conversation_id, idempotency_key, self.prefix)
-        with _unavailable_on_error():
+        with unavailable_on_error("reply store", UNAVAILABLE):
             earlier: Any = await self.redis.set(
                 key, message_id, nx=True, px=round(ttl * 1000), get=True
             )
-        return None if earlier is None else _text(earlier)
+        return None if earlier is None else text(earlier)
 
     async def request(self, conversation_id: str, idempotency_key: str) -> str | None:
         """The reply a POST with ``idempotency_key`` started in the conversation, if any."""
         key = request_key(conversation_id, idempotency_key, self.prefix)
-        with _unavailable_on_error():
+        with unavailable_on_error("reply store", UNAVAILABLE):
             found = await self.redis.get(key)
-        return None if found is None else _text(found)
+        return None if found is None else text(found)
 
     async def forget(self, message_ids: Iterable[str]) -> None:
         """Delete these replies' records (their conversation was deleted): nobody may follow
         them any more. One call per reply, each its own hash tag."""
         for message_id in filter(valid_id, message_ids):
             keys = self._keys(message_id)
-            with _unavailable_on_error():
+            with unavailable_on_error("reply store", UNAVAILABLE):
                 await self.redis.delete(keys.meta, keys.events, keys.followers)
 
     async def _call(self, name: str, message_id: str, *args: str | int) -> Any:
         keys = self._keys(message_id)
-        with _unavailable_on_error():
+        with unavailable_on_error("reply store", UNAVAILABLE):
             return await self._scripts[name](
                 keys=[keys.meta, keys.events, keys.followers], args=list(args)
             )
@@ -217,8 +202,8 @@ def _meta(fields: dict[str, str]) -> ReplyMeta:
 
 
 def _event(entry_id: bytes | str, fields: dict[Any, Any]) -> ReplyEvent:
-    values = {_text(k): _text(v) for k, v in fields.items()}
-    number = int(_text(entry_id).partition("-")[2])
+    values = {text(k): text(v) for k, v in fields.items()}
+    number = int(text(entry_id).partition("-")[2])
     name = values["e"]
     assert name in ("delta", "done", "error")
     return ReplyEvent(number, name, json.loads(values["d"]))  # type: ignore[arg-type]
