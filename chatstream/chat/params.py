@@ -57,7 +57,8 @@ class _StrictSettings(GenerationSettings):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def check_limit(max_new_tokens: int | None, limit: int) -> None:
-    """Refuse (422) a reply length over the server's ceiling."""
+def check_limit(max_new_tokens: int | None, limit: int, name: str = "max_new_tokens") -> None:
+    """Refuse (422) a reply length over the server's ceiling; ``name`` is the field as the
+    client called it."""
     if max_new_tokens is not None and max_new_tokens > limit:
-        raise InvalidRequest(f"max_new_tokens must be at most {limit} on this server")
+        raise InvalidRequest(f"{name} must be at most {limit} on this server")

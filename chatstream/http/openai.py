@@ -104,7 +104,8 @@ class CompletionBody(_Strict):
     ) -> GenerationSettings:
         """``defaults`` with what this request sets (422 beyond the server's reply limit)."""
         max_new_tokens = self.max_completion_tokens or self.max_tokens
-        check_limit(max_new_tokens, max_new_tokens_limit)
+        name = "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+        check_limit(max_new_tokens, max_new_tokens_limit, name)
         changes = {
             "temperature": self.temperature,
             "top_p": self.top_p,

@@ -130,7 +130,9 @@ async def test_replies_longer_than_the_servers_limit_are_refused(
         messages = [{"role": "user", "content": "hi"}]
         for field in ("max_tokens", "max_completion_tokens"):
             body = {"messages": messages, field: 101}
-            assert (await client.post("/v1/chat/completions", json=body)).status_code == 422
+            refused = await client.post("/v1/chat/completions", json=body)
+            assert refused.status_code == 422
+            assert f"{field} must be at most 100" in refused.json()["error"]["message"]
     assert RequestLimits().max_new_tokens_limit == 2048
     with pytest.raises(ValueError, match="over the limit of 256"):
         make_app(engine, max_new_tokens=300, max_new_tokens_limit=256)
