@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..conversations.prompt import Message
 from ..errors import InvalidRequest, NotFound, NothingRunning
 from ..keys import valid_id
 from ..replies.follow import follow_recorded, follow_stored
@@ -61,8 +62,15 @@ async def _items(
     if running is not None and running.owner == owner:
         return running.hub.follow(after)
     store = chat_stream.reply_store(request.state.session)
-    if chat_stream.reply_config.record and await store.meta(message_id, owner) is not None:
-        return follow_recorded(store, message_id, owner, after)
+    meta = await store.meta(message_id, owner) if chat_stream.reply_config.record else None
+    if meta is not None:
+
+        async def stored() -> Message | None:
+            conversation = await access.store.load(owner, meta.conversation_id)
+            found = None if conversation is None else conversation.prompt.find(message_id)
+            return found if found is not None and found.role == "assistant" else None
+
+        return follow_recorded(store, message_id, owner, after, stored)
     named = request.query_params.get("conversation_id")
     conversation = await access.load(named) if named else await access.active(create=False)
     message = None if conversation is None else conversation.prompt.find(message_id)

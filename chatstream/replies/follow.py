@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from ..conversations.prompt import Message
 from ..errors import ChatStreamError
@@ -16,15 +16,29 @@ from .store import ReplyStore
 
 BLOCK = 1.0
 """Seconds one read waits for new events: also how often the follower says it is there."""
+SILENCE_LIMIT = 10.0
+"""Seconds a running reply's record may go without news (its instance records at least every
+quarter second) before its followers give up on that instance: it was killed, or lost Redis
+as the reply ended. They then read the stored conversation, or end with an error."""
+LOST = "the instance generating this reply stopped answering: regenerate it"
+
+StoredReply = Callable[[], Awaitable[Message | None]]
+"""The reply as its conversation stored it, if it did."""
 
 
 async def follow_recorded(
-    store: ReplyStore, message_id: str, owner: str, after: int = 0
+    store: ReplyStore,
+    message_id: str,
+    owner: str,
+    after: int = 0,
+    stored: StoredReply | None = None,
 ) -> AsyncGenerator[FollowItem, None]:
     """``owner``'s reply ``message_id`` from its record: the events after ``after``, then live
     ones as the generating instance records them, until its end; its queue position while it
     waits. Nothing when the record is unknown, expired or another owner's. While it follows,
-    the generating instance counts it (a heartbeat in the reply's followers)."""
+    the generating instance counts it (a heartbeat in the reply's followers). A record that
+    says "running" but has had no news for :data:`SILENCE_LIMIT` ends from ``stored`` (the
+    reply as its conversation kept it), else with an ``error`` event."""
     follower = secrets.token_hex(8)
     shown = 0
     seen = max(0, after)
@@ -38,6 +52,16 @@ async def follow_recorded(
                 shown = meta.position
                 yield Queued(meta.position)
             ended = not meta.running
+            if not ended and meta.silent_for > SILENCE_LIMIT:
+                message = None if stored is None else await stored()
+                if message is not None and message.finish_reason is not None:
+                    async for item in follow_stored(message, seen):
+                        yield item
+                else:
+                    yield ReplyEvent(
+                        seen + 1, "error", {"code": "generation_failed", "message": LOST}
+                    )
+                return
             events = await store.events(message_id, seen, block=0 if ended else BLOCK)
             for event in events:
                 seen = event.id

@@ -98,8 +98,10 @@ class RunningReply:
             supervisor.cancel()
             if self._recorder is not None:
                 await self._recorder.stop()
-                with contextlib.suppress(ChatStreamError):
+                try:
                     await self._record_now("ended")
+                except ChatStreamError:  # followers elsewhere fall back to the conversation
+                    logger.warning("could not record the end of reply %s", self.message_id)
 
     # -- recording -------------------------------------------------------------------------------
 

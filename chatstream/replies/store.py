@@ -45,6 +45,8 @@ class ReplyMeta:
     pending: list[Message]
     status: str
     position: int
+    silent_for: float = 0.0
+    """Seconds since the generating instance last recorded (as a follower last saw it)."""
 
     @property
     def running(self) -> bool:
@@ -198,6 +200,7 @@ def _meta(fields: dict[str, str]) -> ReplyMeta:
         pending=[Message.from_dict(m) for m in json.loads(fields["pending"])],
         status=fields["status"],
         position=int(fields.get("position", 0)),
+        silent_for=int(fields.get("silent_ms", 0)) / 1000,
     )
 
 

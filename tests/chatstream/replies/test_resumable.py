@@ -15,7 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chatstream import ChatStream, Outcome
+from chatstream.errors import ServiceUnavailable
 from chatstream.keys import ReplyKeys
+from chatstream.replies import follow
 from sessions import RedisSessionStore, SessionMiddleware
 
 from ...sse import parse_events, reply_text
@@ -312,3 +314,58 @@ async def test_a_queued_reply_reports_its_position_and_an_estimated_wait(redis: 
     await instance.chat_stream.aclose()
     for client in (holder, waiter):
         await client.aclose()
+
+
+async def test_a_reply_whose_record_cannot_be_written_still_streams_and_is_stored(
+    one: Instance, two: Instance, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis refusing the reply's record (not the conversation): the asking client gets the
+    whole reply and it is stored; a follower on another instance, whose record says "running"
+    but hears nothing more, ends with the stored reply instead of waiting for ever."""
+    store = one.chat_stream.reply_store(None)
+
+    async def refused(*args: Any, **kwargs: Any) -> Any:
+        raise ServiceUnavailable("the reply store is unavailable; try again shortly")
+
+    monkeypatch.setattr(store, "record", refused)
+    monkeypatch.setattr(follow, "SILENCE_LIMIT", 0.3)
+    client, cookie = await session_of(one.app)
+    reply = await client.post("/chat_stream", json={"user_input": "hi"}, headers={"accept": SSE})
+    events = parse_events(reply.text)
+    assert (reply_text(events), events[-1].name) == ("".join(DELTAS), "done")
+    assert "could not record the end of reply" in caplog.text
+    message_id = events[-1].data["message_id"]
+    stored = (await client.get("/get_prompt")).json()["messages"]
+    assert [(m["content"], m["finish_reason"]) for m in stored[1:]] == [("".join(DELTAS), "stop")]
+    async with client_for(two.app) as elsewhere:  # its record never got past "queued"
+        elsewhere.headers["cookie"] = cookie
+        followed = await elsewhere.get(f"/chat_stream/{message_id}", headers={"accept": SSE})
+        assert reply_text(parse_events(followed.text)) == "".join(DELTAS)
+    await client.aclose()
+
+
+async def test_a_reply_whose_instance_went_silent_ends_with_an_error_elsewhere(
+    one: Instance, two: Instance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generating instance dead mid-reply (its record stops, nothing was stored): a
+    follower elsewhere gets what was recorded, then an error, not a wait until the TTL."""
+    monkeypatch.setattr(follow, "SILENCE_LIMIT", 0.3)
+    client, cookie = await session_of(one.app)
+    one.engine.pause_after = 2
+    asking = ManualRequest(one.app, "/chat", {"user_input": "hi"}, cookie, SSE)
+    running = asyncio.create_task(asking.run())
+    await one.engine.paused.wait()
+    message_id = (await client.get("/get_prompt")).json()["messages"][-1]["message_id"]
+    reply = one.chat_stream.replies.get(message_id)
+    assert reply is not None and reply._recorder is not None
+    await asyncio.sleep(0.3)  # the two deltas are recorded
+    await reply._recorder.stop()  # as if its instance died: no more records
+    async with client_for(two.app) as elsewhere:
+        elsewhere.headers["cookie"] = cookie
+        followed = await elsewhere.get(f"/chat_stream/{message_id}", headers={"accept": SSE})
+    events = parse_events(followed.text)
+    assert reply_text(events) == "One two"
+    assert (events[-1].name, events[-1].data["code"]) == ("error", "generation_failed")
+    one.engine.resume.set()
+    await running
+    await client.aclose()
