@@ -213,6 +213,36 @@ async def test_a_follow_up_turn_reports_the_prompt_tokens_it_took_from_the_prefi
     assert f"chatstream_prompt_tokens_total {total:.1f}" in metrics
 
 
+@pytest.mark.model
+async def test_continuing_a_reply_prefills_only_what_the_cache_lacks() -> None:
+    """On the bundled model: a reply cut at the length limit, then continued. The continue's
+    prompt is the cut reply's prompt and reply, which the prefix cache holds, so it runs about
+    one token of prefill; the stored result is one reply."""
+    app = create_app(Settings(secret_key="k"))
+    async with client_for(app) as client:
+        await client.post("/set_generation_params", json={"temperature": 0, "max_new_tokens": 8})
+        sse = {"accept": "text/event-stream"}
+        cut = parse_events(
+            (
+                await client.post(
+                    "/chat_stream", json={"user_input": "Tell me about Paris."}, headers=sse
+                )
+            ).text
+        )[-1]
+        assert cut.data["finish_reason"] == "length"
+        going_on = parse_events(
+            (await client.post("/chat_stream", json={"continue": True}, headers=sse)).text
+        )[-1]
+        messages = (await client.get("/get_prompt")).json()["messages"]
+    first, second = cut.data["usage"], going_on.data["usage"]
+    assert second["prompt_tokens"] - second["cached_tokens"] <= 2  # the rest came from the cache
+    assert second["cached_tokens"] >= first["prompt_tokens"] + first["completion_tokens"] - 1
+    assert [m["role"] for m in messages] == ["user", "assistant"]  # one reply
+    assert (
+        messages[1]["completion_tokens"] == first["completion_tokens"] + second["completion_tokens"]
+    )
+
+
 @pytest.mark.redis
 async def test_readyz_is_503_while_redis_cannot_take_writes(private_redis: RedisProcess) -> None:
     """A read-only replica (as during a failover) answers pings: readiness needs a write."""
