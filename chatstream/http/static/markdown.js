@@ -72,6 +72,9 @@ window.chatMarkdown = (() => {
   // The fragment that shows `text` as markdown.
   function render(text) {
     const fragment = purifier.sanitize(md.render(text), CONFIG);
+    for (const node of [...fragment.childNodes]) {
+      if (node.nodeType === Node.TEXT_NODE && node.textContent.trim() === "") node.remove();
+    }
     for (const pre of fragment.querySelectorAll("pre")) {
       const code = pre.querySelector("code");
       const block = document.createElement("div");
