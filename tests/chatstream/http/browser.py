@@ -5,7 +5,11 @@ server stored, take a screenshot into ``test-artifacts/``)."""
 from __future__ import annotations
 
 import re
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +71,11 @@ def send(page: Page, text: str) -> None:
 
 
 def partial_reply(page: Page) -> str:
-    """The reply's text the first moment some, not all, of it has arrived."""
+    """The last reply's text the first moment some, not all, of it has arrived."""
     handle = page.wait_for_function(
         f"""() => {{
-            const reply = document.querySelector('{REPLY}');
+            const replies = document.querySelectorAll('{REPLY}');
+            const reply = replies[replies.length - 1];
             const text = reply ? reply.textContent : '';
             return text && reply.closest('.streaming') ? text : null;
         }}"""
@@ -107,3 +112,70 @@ def stored_reply(page: Page) -> dict[str, Any]:
 def screenshot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / name)
+
+
+class FlakyNetwork:
+    """A TCP proxy in front of a server whose connections can be cut, and new ones refused for
+    a while, as a dropped network does (Chromium's offline mode spares running streams)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.refusing = False
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            if self.refusing:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with self._lock:
+                self._open.update((client, upstream))
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._close(source, target)
+
+    def _close(self, *sockets: socket.socket) -> None:
+        for sock in sockets:
+            with self._lock:
+                self._open.discard(sock)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def drop(self) -> None:
+        """Cut every open connection."""
+        with self._lock:
+            sockets = list(self._open)
+        self._close(*sockets)
+
+    def close(self) -> None:
+        self._listener.close()
+        self.drop()
+
+
+@contextmanager
+def flaky_network(server_url: str) -> Iterator[FlakyNetwork]:
+    network = FlakyNetwork(int(server_url.rsplit(":", 1)[1]))
+    try:
+        yield network
+    finally:
+        network.close()
