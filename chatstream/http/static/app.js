@@ -389,7 +389,8 @@
           return outcome;
         }
         if (!messageId) {
-          outcome.error = new RequestFailed(`Network error: ${error.message}`);
+          const failed = error instanceof RequestFailed;
+          outcome.error = failed ? error : new RequestFailed(`Network error: ${error.message}`);
           return outcome;
         }
       }
@@ -460,7 +461,9 @@
   }
 
   function postChat(body) {
-    const idempotencyKey = crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2);
+    // One key per turn: a POST the browser retries is then not a second turn.
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    const idempotencyKey = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
     return (signal) =>
       fetch("chat_stream", {
         method: "POST",
@@ -477,15 +480,15 @@
   // -- the four kinds of turn ------------------------------------------------------------------
 
   async function say(text) {
-    if (!(await ensureConversation())) {
-      input.value = text;
-      return;
-    }
     const userNode = addMessage("user", text);
     const view = new ReplyView(addMessage("assistant", ""));
     conversation.scrollTop = conversation.scrollHeight;
+    const post = postChat({ user_input: text });
     await runReply(view, {
-      open: postChat({ user_input: text }),
+      open: async (signal) => {
+        await ensureConversation();
+        return post(signal);
+      },
       undo: () => {
         view.node.remove();
         userNode.remove();
@@ -703,15 +706,13 @@
 
   // The conversation the next message goes to, created on the first one.
   async function ensureConversation() {
-    if (conversationId) return true;
+    if (conversationId) return;
     try {
       const created = await request("conversations", { method: "POST", body: {} });
       conversations = [created, ...conversations];
       showConversationId(created.id);
-      return true;
     } catch (error) {
-      showError(`Could not start a conversation: ${error.message}`);
-      return false;
+      throw new RequestFailed(`Could not start a conversation: ${error.message}`);
     }
   }
 
