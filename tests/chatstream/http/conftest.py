@@ -32,4 +32,3 @@ def context(browser: Browser, server: str) -> Iterator[BrowserContext]:
     context = new_context(browser, server)
     yield context
     context.close()
-

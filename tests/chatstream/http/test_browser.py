@@ -221,7 +221,10 @@ def test_a_sent_message_can_be_edited(page: Page) -> None:
     wait_until_idle(page)
     expect(page.locator(".message")).to_have_count(2)
     stored = stored_messages(page)
-    assert [m["content"] for m in stored] == ["The second\nversion", mock_reply("The second\nversion")]
+    assert [m["content"] for m in stored] == [
+        "The second\nversion",
+        mock_reply("The second\nversion"),
+    ]
 
 
 def test_escape_cancels_an_edit(page: Page) -> None:

@@ -8,6 +8,7 @@ The mock engine echoes the user's text (spacing and lines kept), so a test has i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TypedDict
 
 import pytest
 from playwright.sync_api import BrowserContext, Dialog, Page, expect
@@ -68,7 +69,7 @@ HOSTILE = [
     "[data](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
     "![img](x onerror=window.__pwned=10)",
     '![img](javascript:window.__pwned=11 "title")',
-    "<https://x.test/\"onmouseover=\"window.__pwned=12>",
+    '<https://x.test/"onmouseover="window.__pwned=12>',
     '**<img src=x onerror="window.__pwned=13">**',
     "> <svg><animate onbegin=window.__pwned=14 attributeName=x dur=1s>",
     '`<img src=x onerror="window.__pwned=15">`',
@@ -129,9 +130,14 @@ def test_a_code_block_can_be_copied(context: BrowserContext, page: Page) -> None
     assert page.evaluate("navigator.clipboard.readText()") == "make run\n"
 
 
-def rendered_elements(page: Page) -> list[dict[str, object]]:
+class Element(TypedDict):
+    tag: str
+    attributes: list[tuple[str, str]]
+
+
+def rendered_elements(page: Page) -> list[Element]:
     """Every element inside the messages' content, with its attributes."""
-    elements: list[dict[str, object]] = page.evaluate(
+    elements: list[Element] = page.evaluate(
         """() => [...document.querySelectorAll('.message .content *')].map((e) => ({
             tag: e.localName, attributes: [...e.attributes].map((a) => [a.name, a.value]),
         }))"""
@@ -140,8 +146,13 @@ def rendered_elements(page: Page) -> list[dict[str, object]]:
 
 
 def test_hostile_text_never_runs_and_never_leaves_the_allow_list(page: Page) -> None:
-    dialogs: list[Dialog] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog), dialog.dismiss()))
+    dialogs: list[str] = []
+
+    def dialog(opened: Dialog) -> None:
+        dialogs.append(opened.message)
+        opened.dismiss()
+
+    page.on("dialog", dialog)
     text = "\n\n".join(HOSTILE)
     send(page, text)
     wait_until_idle(page)
@@ -150,14 +161,14 @@ def test_hostile_text_never_runs_and_never_leaves_the_allow_list(page: Page) -> 
         if reload:
             page.reload()
             expect(page.locator(REPLY)).to_contain_text("This is the mock engine")
-        for element in page.locator(".message .content *").all():
-            element.hover()  # onmouseover and the like, had any slipped through
+        for node in page.locator(".message .content *").all():
+            node.hover()  # onmouseover and the like, had any slipped through
         page.wait_for_timeout(300)
         assert page.evaluate("window.__pwned") is None
         assert dialogs == []
         for element in rendered_elements(page):
             assert element["tag"] in ALLOWED, element
-            for name, value in element["attributes"]:  # type: ignore[attr-defined]
+            for name, value in element["attributes"]:
                 assert name in ALLOWED_ATTRIBUTES, element
                 if name == "href":
                     assert value.startswith(("https://", "http://")), element
