@@ -939,6 +939,19 @@
   themeButton.addEventListener("click", toggleTheme);
   darkQuery.addEventListener("change", () => applyTheme(storedTheme()));
   $("error-dismiss").addEventListener("click", hideError);
+  // An address with another conversation's id, pasted or edited.
+  window.addEventListener("hashchange", () => {
+    const id = decodeURIComponent(location.hash.slice(1)) || null;
+    if (running === null && id !== conversationId) openConversation(id);
+  });
+  // A tab coming back into view catches up: another tab may have written meanwhile, and a
+  // reply running there is followed here.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState !== "visible" || running !== null || !historyLoaded) return;
+    if (messages.querySelector(".editing") !== null) return;
+    loadList();
+    if (conversationId) openConversation(conversationId);
+  });
 
   messages.addEventListener("click", (event) => {
     const codeButton = event.target.closest(".copy-code");

@@ -69,6 +69,11 @@ def test_new_chat_keeps_the_old_one_and_switching_shows_each(page: Page) -> None
     page.reload()
     expect(page.locator(".message.user .content")).to_have_text(["About dogs"])
 
+    cats = page.locator(".conversation-item", has_text="About cats").get_attribute("data-id")
+    page.evaluate("(id) => { location.hash = id; }", cats)  # an address edited in place
+    expect(page.locator(".message.user .content")).to_have_text(["About cats", "More cats"])
+    expect(page.locator(ACTIVE)).to_have_text("About cats")
+
 
 def test_a_conversation_can_be_renamed(page: Page) -> None:
     say(page, "Untitled thoughts")
