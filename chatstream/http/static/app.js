@@ -401,6 +401,10 @@
       }
       showNotice("The connection dropped; reconnecting to the reply…", "reconnect");
       await sleep(RECONNECT_DELAYS_MS[attempt++], controller.signal);
+      if (controller.signal.aborted) {
+        outcome.aborted = true; // stopped while waiting to reconnect
+        return outcome;
+      }
     }
   }
 
