@@ -689,8 +689,9 @@
     }
   }
 
-  // After a turn: the ids the server gave its messages (an edit needs the user message's),
-  // and the list, whose order and titles it changed.
+  // After a turn: the ids the server gave its messages (an edit needs the user message's), the
+  // text as stored where it differs (a continued reply followed after a reload shows only what
+  // was added meanwhile), and the list, whose order and titles the turn changed.
   async function syncConversation() {
     if (!conversationId) return;
     try {
@@ -699,7 +700,11 @@
       const shown = messages.querySelectorAll(".message.user, .message.assistant");
       if (running === null && stored.length === shown.length) {
         stored.forEach((message, index) => {
-          if (message.message_id) shown[index].dataset.messageId = message.message_id;
+          const node = shown[index];
+          if (message.message_id) node.dataset.messageId = message.message_id;
+          if (message.content !== textOf(node) && !node.classList.contains("editing")) {
+            setText(node, message.content);
+          }
         });
       }
     } catch {

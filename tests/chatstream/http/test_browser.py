@@ -258,6 +258,20 @@ def test_a_reply_cut_at_the_length_limit_can_be_continued(page: Page) -> None:
     assert [m["content"] for m in stored] == ["Go on please", mock_reply("Go on please")]
 
 
+def test_a_reload_while_a_reply_is_continued_shows_the_whole_reply_at_its_end(page: Page) -> None:
+    assert page.request.post("/set_generation_params", data={"max_new_tokens": 3}).ok
+    send(page, LONG)
+    wait_until_idle(page)
+    assert page.request.post("/set_generation_params", data={"max_new_tokens": 200}).ok
+    page.locator(".message.assistant .continue").click()
+    partial_reply(page)
+    page.reload()
+    expect(page.locator(".message.assistant.streaming")).to_have_count(1)
+    wait_until_idle(page)
+    expect(page.locator(REPLY)).to_have_text(mock_reply(LONG))
+    assert stored_reply(page)["content"] == mock_reply(LONG)
+
+
 def test_a_reply_can_be_copied(context: BrowserContext, page: Page) -> None:
     context.grant_permissions(["clipboard-read", "clipboard-write"])
     send(page, "Copy **this** text")
