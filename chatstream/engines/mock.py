@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncGenerator, Sequence
 
 from .base import (
@@ -23,13 +24,16 @@ FILLER = (
 
 
 def mock_reply(messages: Sequence[dict[str, str]]) -> list[str]:
-    """The mock reply's tokens: the last user input's words, then :data:`FILLER`.
+    """The mock reply's tokens: the last user input word by word, its spacing and line breaks
+    kept (so a test can have it say any text, markdown included), then :data:`FILLER`.
 
-    Every token but the first carries its leading space, so the tokens join into the reply.
+    Every token but the first carries the whitespace before it, so the tokens join into the
+    reply: the input with its outer whitespace stripped, a space, the filler.
     """
     user_inputs = [m["content"] for m in messages if m.get("role") == "user"]
-    words = [*(user_inputs[-1].split() if user_inputs else []), *FILLER]
-    return [words[0], *(f" {word}" for word in words[1:])]
+    said = re.findall(r"\s*\S+", user_inputs[-1].strip()) if user_inputs else []
+    words = [*said, *(f" {word}" for word in FILLER)]
+    return [words[0].lstrip(), *words[1:]]
 
 
 def _after(tokens: list[str], prefix: str) -> list[str]:

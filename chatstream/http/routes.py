@@ -200,8 +200,7 @@ def build_router(chat_stream: ChatStream) -> APIRouter:
     }
     chat: list[tuple[str, Route, str, str]] = [
         ("/", page.index, "GET", "The web chat page"),
-        ("/static/app.js", page.script, "GET", "The web chat page's script"),
-        ("/static/style.css", page.stylesheet, "GET", "The web chat page's style sheet"),
+        ("/static/{name:path}", page.static_asset, "GET", "The web chat page's assets"),
         ("/chat_stream", bind(chat_stream_endpoint), "POST", "Stream the next assistant reply"),
         ("/chat_stream/{message_id}", bind(replies.attach), "GET", "Follow a reply"),
         ("/stop_generation", bind(replies.stop_generation), "POST", "Stop a running reply"),

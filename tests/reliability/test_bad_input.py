@@ -58,9 +58,9 @@ class Conversation:
 
     def path(self, template: str) -> str:
         """A route's path, with this conversation's ids for its ``{conversation_id}`` or
-        ``{message_id}``."""
+        ``{message_id}``, and the page's script for a static file's ``{name}``."""
         path = template.replace("{conversation_id}", self.conversation_id)
-        return path.replace("{message_id}", self.message_id)
+        return path.replace("{message_id}", self.message_id).replace("{name}", "app.js")
 
 
 @pytest.fixture(scope="module")
@@ -239,8 +239,7 @@ def headers_for(conversation: Conversation) -> st.SearchStrategy[dict[bytes, byt
 
 ROUTES = [
     ("GET", "/"),
-    ("GET", "/static/app.js"),
-    ("GET", "/static/style.css"),
+    ("GET", "/static/{name}"),
     ("POST", "/chat_stream"),
     ("GET", "/chat_stream/{message_id}"),
     ("POST", "/stop_generation"),

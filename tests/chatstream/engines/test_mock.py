@@ -42,6 +42,16 @@ async def test_reply_echoes_the_last_user_input_then_filler_one_word_per_delta()
     assert done.completion_tokens == len(deltas)
 
 
+async def test_the_echo_keeps_the_inputs_spacing_and_lines() -> None:
+    text = "  # Title\n\n```py\nx  = 1\n```\n\n- item  "
+    messages = [{"role": "user", "content": text}]
+    deltas, _ = await collect(
+        MockEngine(token_delay=0).generate(GenerationRequest("", messages=messages))
+    )
+    assert "".join(deltas) == text.strip() + " " + " ".join(FILLER)
+    assert deltas[:3] == ["#", " Title", "\n\n```py"]
+
+
 async def test_without_user_input_the_reply_is_the_filler() -> None:
     deltas, _ = await collect(MockEngine(token_delay=0).generate(GenerationRequest("")))
     assert "".join(deltas) == " ".join(FILLER)
