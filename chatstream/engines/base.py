@@ -102,7 +102,8 @@ class Engine(Protocol):
     request's ``params.stop``, so callers never add them. An engine that depends on something
     outside this process (a remote one's upstream) may also have ``async def check_ready()``,
     raising a :class:`~chatstream.errors.ChatStreamError` when it cannot generate: ``/readyz``
-    calls it.
+    calls it. An engine whose first generation pays one-time costs may have
+    ``async def warm_up()``, which :meth:`~chatstream.ChatStream.warm_up` runs before serving.
     """
 
     @property
