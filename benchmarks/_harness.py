@@ -16,6 +16,7 @@ import os
 import platform
 import secrets
 import statistics
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -112,6 +113,11 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None
     for row in cells[1:]:
         print(line(row))
     print()
+
+
+def progress(*parts: object) -> None:
+    """One line on stderr as a run ends, so that a long run shows how it goes."""
+    print(*parts, file=sys.stderr, flush=True)
 
 
 def percentile(samples: Sequence[float], cut: int) -> float:

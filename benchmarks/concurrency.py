@@ -33,6 +33,7 @@ from _harness import (
     placement_args,
     print_machine,
     print_table,
+    progress,
     served,
     verdict,
 )
@@ -80,6 +81,10 @@ def main() -> None:
                 served_rates[size].append(served_rate)
                 batch_rates[size].append(batch_rate)
                 ratios[size].append(served_rate / batch_rate)
+                progress(
+                    f"round {number + 1}: {size} streams {served_rate:.1f} served, "
+                    f"{batch_rate:.1f} static"
+                )
                 first_tokens[size] += [t.first_token for t in turns]
     rows: list[list[object]] = []
     for size in sizes:

@@ -18,7 +18,15 @@ import copy
 import statistics
 
 import torch
-from _harness import Direct, fresh_prompts, median_range, parser, print_machine, print_table
+from _harness import (
+    Direct,
+    fresh_prompts,
+    median_range,
+    parser,
+    print_machine,
+    print_table,
+    progress,
+)
 
 
 def main() -> None:
@@ -58,7 +66,9 @@ def main() -> None:
             shift = number % len(dtypes)
             for dtype in dtypes[shift:] + dtypes[:shift]:
                 batch = directs[dtype].generate(prompts, tokens)
-                rates.setdefault((size, dtype), []).append(sum(batch.tokens) / batch.seconds)
+                rate = sum(batch.tokens) / batch.seconds
+                rates.setdefault((size, dtype), []).append(rate)
+                progress(f"round {number + 1}: {size} x {dtype} {rate:.1f} tok/s")
     header = ["N", *(f"{dtype} tok/s" for dtype in dtypes)]
     header += [f"{dtype} / {dtypes[0]}" for dtype in dtypes[1:]]
     rows: list[list[object]] = []

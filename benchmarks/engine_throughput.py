@@ -40,6 +40,7 @@ from _harness import (
     percentile,
     print_machine,
     print_table,
+    progress,
     verdict,
 )
 
@@ -186,7 +187,9 @@ def main() -> None:
                 prompts = fresh_prompts(size)  # the same for each kind, new for each run
                 shift = number % len(names)
                 for name in names[shift:] + names[:shift]:
-                    runs.setdefault((size, name), []).append(kinds[name](prompts))
+                    run = kinds[name](prompts)
+                    runs.setdefault((size, name), []).append(run)
+                    progress(f"round {number + 1}: {size} x {name} {run.rate:.1f} tok/s")
     finally:
         if manager is not None:
             manager.stop(block=True)

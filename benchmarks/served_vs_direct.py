@@ -34,6 +34,7 @@ from _harness import (
     placement_args,
     print_machine,
     print_table,
+    progress,
     served,
     verdict,
 )
@@ -76,6 +77,7 @@ def main() -> None:
         served_rate = turn.completion_tokens / turn.seconds
         direct_rate = batch.tokens[0] / batch.seconds
         ratios.append(served_rate / direct_rate)
+        progress(f"round {number}: served {served_rate:.1f}, direct {direct_rate:.1f} tok/s")
         same_text += turn.text == batch.texts[0]
         rows.append(
             [
