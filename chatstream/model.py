@@ -93,23 +93,15 @@ def resolve_device(device: str | None) -> torch.device:
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """The dtype ``dtype`` names; ``"auto"`` is what was measured fastest for the device type
-    (docs/engine-performance.md): on a CPU, bfloat16 if it has bfloat16 instructions
-    (AVX512-BF16 or AMX), else float32; on a CUDA GPU, bfloat16 if it computes in it, else
-    float16, as on other accelerators."""
+    (docs/engine-performance.md): float32 on a CPU, bfloat16 on a CUDA GPU that computes in
+    it, else float16 on a GPU."""
     if dtype != "auto":
         return cast(torch.dtype, getattr(torch, dtype))
     if device.type == "cpu":
-        return torch.bfloat16 if cpu_has_bfloat16() else torch.float32
+        return torch.float32
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
-
-
-def cpu_has_bfloat16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX tiles); without,
-    torch emulates it, slower than float32."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def _placed(model: PreTrainedModel, device: torch.device) -> PreTrainedModel:

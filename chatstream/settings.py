@@ -200,8 +200,7 @@ class Settings:
         ModelPlacement.dtype,
         "CHATSTREAM_DTYPE",
         "the local model's weights: auto, float32, bfloat16 or float16; auto = the fastest "
-        "measured for the device: bfloat16 where it computes in it (a CPU with AVX512-BF16 or "
-        "AMX, a recent GPU), else float32 on a CPU and float16 on a GPU",
+        "measured for the device (float32 on a CPU, bfloat16 on a GPU that has it, else float16)",
     )
     device: str | None = setting(
         ModelPlacement.device,
