@@ -5,7 +5,7 @@ import contextlib
 import itertools
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -154,7 +154,8 @@ async def test_a_bfloat16_model_gives_the_replies_it_gives_alone(
 ) -> None:
     """Every tensor the engine makes follows the model's dtype and device (the KV cache's
     padding, the prefix cache's copies), with a prompt that starts like a cached one."""
-    model = attentive_llama(seed=11).to(torch.bfloat16)
+    model = attentive_llama(seed=11)
+    cast(Any, model).to(torch.bfloat16)
     engine = make_engine(model)
     for user_input in (LONG, LONG + " again", MEDIUM):
         deltas, _ = await collect(engine.generate(request(user_input, 16)))
