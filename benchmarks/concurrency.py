@@ -5,11 +5,11 @@
 
 Served: a ``chatstream serve`` subprocess (bundled model on ``--device`` as ``--dtype``, its
 default engine and slots, no per-client caps; server flags after ``--``, e.g.
-``-- --prefix-cache-mb 0``) gets N
-first turns at once, each in its own session, greedy, ``max_new_tokens`` fixed, streamed as
-server-sent events. Each prompt opens with a tag never sent before, so only its chat template
-tokens can come from the prefix cache. Aggregate tokens per second is the completion tokens of
-all N (the ``done`` events' usage) over the time from sending the requests to the last
+``-- --prefix-cache-mb 0``) gets N first turns at once, each in its own session, greedy,
+``max_new_tokens`` fixed, streamed as server-sent events. Each prompt opens with a tag never
+sent before, so only its chat template tokens can come from the prefix cache. Aggregate tokens
+per second is the completion tokens of all N (the ``done`` events' usage) over the time from
+sending the requests to the last
 ``done``; time to first token is per stream, from its request to its first ``delta``. The
 baseline is one greedy ``model.generate`` in this process of the left-padded static batch of
 the same N prompts and token budget, timed from tokenizing to the last token. Server and
