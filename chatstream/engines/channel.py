@@ -6,13 +6,15 @@ needs the same two-way link: ids (and at last the end, with the worker's excepti
 failed) go to the consumer through ``loop.call_soon_threadsafe`` into an ``asyncio.Queue``,
 so the consumer never polls; and the consumer's leaving goes to the worker as ``cancelled``,
 which the worker reads before each decoding step. ``close()`` waits for the end, so the
-generation's slot is free when it returns.
+generation's slot is free when it returns. :func:`post_all` hands a whole batch's step to its
+channels with one wake-up of the event loop, not one per row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -72,3 +74,22 @@ class TokenChannel:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             self.cancelled.set()
+
+
+def post_all(posts: Sequence[tuple[TokenChannel, list[int]]]) -> None:
+    """:meth:`TokenChannel.post` to each channel, waking each event loop once for all of its
+    channels (a batch's step reaches all its rows' consumers in one callback)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[TokenChannel, list[int]]]] = {}
+    for channel, ids in posts:
+        by_loop.setdefault(channel._loop, []).append((channel, ids))
+    for loop, batch in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_deliver, batch)
+        except RuntimeError:  # the loop is closed
+            for channel, _ in batch:
+                channel.cancelled.set()
+
+
+def _deliver(posts: list[tuple[TokenChannel, list[int]]]) -> None:
+    for channel, ids in posts:
+        channel._queue.put_nowait(ids)

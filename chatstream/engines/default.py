@@ -13,10 +13,11 @@ def default_engine(
     tokenizer: Any,
     chat_template: str | None,
     *,
+    slots: int = BatchingConfig.slots,
     prefill_tokens: int = BatchingConfig.prefill_tokens,
     prefix_cache_mb: float = BatchingConfig.prefix_cache_mb,
 ) -> Engine:
-    """Continuous batching (``BatchedEngine``, 8 slots) where the model allows it, else one
+    """Continuous batching (``BatchedEngine``, ``slots`` rows) where the model allows it, else one
     ``generate`` at a time (``TransformersEngine``, e.g. for sliding-window attention)."""
     from .batched import BatchedEngine
     from .hf import TransformersEngine
@@ -29,6 +30,7 @@ def default_engine(
         model,
         tokenizer,
         renderer=renderer,
+        slots=slots,
         prefill_tokens=prefill_tokens,
         prefix_cache_mb=prefix_cache_mb,
     )

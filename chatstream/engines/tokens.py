@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable
+from typing import cast
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .base import (
+    Engine,
     FinishReason,
     GenerationDone,
     GenerationEvent,
+    GenerationParams,
     GenerationRequest,
     PromptRenderer,
     TextDelta,
@@ -19,6 +23,9 @@ from .detokenize import IncrementalDetokenizer
 from .prompt_tokens import PromptTokenizer
 from .rendering import ChatTemplateRenderer
 from .stopping import StopStringFilter
+
+WARM_UP_TOKENS = 8
+"""The length of each warm-up reply (:meth:`TokenEngine.warm_up`)."""
 
 
 async def stream_reply(
@@ -114,6 +121,24 @@ class TokenEngine:
     @property
     def stop_strings(self) -> tuple[str, ...]:
         return self._stop_strings
+
+    async def warm_up(self) -> None:
+        """Generate short greedy replies (:data:`WARM_UP_TOKENS`) to a greeting: one alone,
+        then two at once, so that what a model's first passes pay once (memory for the
+        caches, kernels picked for the shapes, the chat template compiled; hundreds of
+        milliseconds on a CPU) is paid before the first request, not by it. ``chatstream
+        serve`` runs it before it listens, so ``/readyz`` answers only once it is done."""
+        messages = [{"role": "user", "content": "Hello!"}]
+        prompt = self._renderer.render(messages, add_generation_prompt=True)
+        params = GenerationParams(WARM_UP_TOKENS, temperature=0)
+        request = GenerationRequest(prompt, params, messages)
+
+        async def reply() -> None:
+            async for _ in cast(Engine, self).generate(request):  # each subclass's own
+                pass
+
+        await reply()
+        await asyncio.gather(reply(), reply())
 
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
         """The ids the model runs for ``request`` (see :class:`GenerationRequest`)."""

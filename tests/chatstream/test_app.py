@@ -166,11 +166,25 @@ async def test_the_bundled_model_answers_and_remembers() -> None:
 async def test_a_model_is_served_with_continuous_batching_by_default() -> None:
     chat_stream = ChatStream(tiny_llama(), tiny_tokenizer())
     assert isinstance(chat_stream.engine, BatchedEngine)
-    assert chat_stream.engine.slots == 8
+    assert chat_stream.engine.slots == 16
     assert chat_stream.engine.prefill_tokens == 256
     assert chat_stream.engine.prefix_cache.capacity_bytes == 256 * 2**20
     assert chat_stream.context_len == tiny_llama().config.max_position_embeddings
     await chat_stream.aclose()
+
+
+async def test_the_served_app_warms_the_model_up_before_it_listens() -> None:
+    """uvicorn listens, so ``/readyz`` answers, only once the lifespan's startup is done: by
+    then the model has run the engine's warm-up, and the first request pays nothing more."""
+    model = TinyLlama()
+    chat_stream = ChatStream(model, tiny_tokenizer(), slots=4)
+    assert chat_stream.engine.slots == 4
+    app = create_app(Settings(secret_key="k"), chat_stream=chat_stream)
+    assert model.steps == 0
+    async with app.router.lifespan_context(app):
+        assert len(model.prompts) == 3  # a reply alone, then two at once
+        async with client_for(app) as client:
+            assert (await client.get("/readyz")).status_code == 200
 
 
 async def test_a_model_that_cannot_batch_is_served_one_generation_at_a_time() -> None:

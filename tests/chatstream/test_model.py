@@ -20,6 +20,8 @@ from chatstream.model import (
     default_cache_dir,
     load_model,
     plain_copy,
+    resolve_device,
+    resolve_dtype,
     write_model_cache,
 )
 from chatstream.settings import Settings
@@ -93,24 +95,72 @@ def test_a_local_directory_loads(tmp_path: Path) -> None:
     assert tokenizer.eos_token == "<|im_end|>"
 
 
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [("auto", torch.float32), ("float32", torch.float32), ("bfloat16", torch.bfloat16)],
+)
+def test_a_model_loads_as_the_dtype_asked_for_on_the_cpu(
+    tmp_path: Path, dtype: str, expected: torch.dtype
+) -> None:
+    original = tiny_llama()
+    original.save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    model, _ = load_model(str(tmp_path), dtype=dtype, device="cpu")
+    assert (model.dtype, model.device) == (expected, torch.device("cpu"))
+    bundled, _ = load_model(cache_dir=tmp_path, dtype=dtype, device="cpu")
+    assert bundled.dtype == expected
+
+
+def test_auto_is_float32_on_a_cpu_and_a_half_precision_on_a_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What docs/engine-performance.md measured; a GPU without bfloat16 gets float16."""
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("float16", torch.device("cpu")) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resolve_dtype("auto", torch.device("cuda:1")) == torch.float16
+    assert resolve_dtype("auto", torch.device("mps")) == torch.float16
+
+
+def test_no_device_is_the_gpu_when_there_is_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device(None) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device(None) == torch.device("cuda")
+
+
 def test_a_model_not_on_this_machine_is_a_clear_error() -> None:
     with pytest.raises(ModelNotFoundError, match="hf download nobody/no-such-model"):
         load_model("nobody/no-such-model")
 
 
-def test_the_served_cache_dir_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_served_cache_dir_dtype_and_device_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert default_cache_dir() == Path.home() / ".cache/chatstream/models/smollm2-135m-instruct"
-    asked: list[Path | None] = []
+    asked: list[tuple[Path | None, str, str | None]] = []
 
-    def load(name_or_path: str | None, *, cache_dir: Path | None = None) -> ModelAndTokenizer:
-        asked.append(cache_dir)
+    def load(
+        name_or_path: str | None, *, cache_dir: Path | None, dtype: str, device: str | None
+    ) -> ModelAndTokenizer:
+        asked.append((cache_dir, dtype, device))
         raise ModelNotFoundError("recorded")
 
     monkeypatch.setattr("chatstream.model.load_model", load)
-    settings = Settings.from_env({"CHATSTREAM_CACHE_DIR": "~/models/smollm2"})
+    settings = Settings.from_env(
+        {
+            "CHATSTREAM_CACHE_DIR": "~/models/smollm2",
+            "CHATSTREAM_DTYPE": "bfloat16",
+            "CHATSTREAM_DEVICE": "cpu",
+        }
+    )
     with pytest.raises(ModelNotFoundError, match="recorded"):
         build_chat_stream(settings, embedded_redis())
-    assert asked == [Path.home() / "models/smollm2"]
+    assert asked == [(Path.home() / "models/smollm2", "bfloat16", "cpu")]
 
 
 def test_the_bundled_gguf_is_installed() -> None:

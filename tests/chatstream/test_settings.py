@@ -16,6 +16,7 @@ def test_defaults_match_the_design() -> None:
     assert (settings.max_queue, settings.queue_timeout, settings.lease_ttl) == (64, 60.0, 15.0)
     assert settings.max_new_tokens == 256
     assert (settings.prefill_tokens, settings.prefix_cache_mb) == (256, 256)
+    assert (settings.slots, settings.dtype, settings.device) == (16, "auto", None)
 
 
 def test_environment_values_are_parsed() -> None:
@@ -28,8 +29,12 @@ def test_environment_values_are_parsed() -> None:
             "CHATSTREAM_MAX_CONCURRENT": "3",
             "CHATSTREAM_PREFILL_TOKENS": "64",
             "CHATSTREAM_PREFIX_CACHE_MB": "0.5",
+            "CHATSTREAM_SLOTS": "32",
+            "CHATSTREAM_DTYPE": "bfloat16",
+            "CHATSTREAM_DEVICE": "cuda:1",
         }
     )
+    assert (settings.slots, settings.dtype, settings.device) == (32, "bfloat16", "cuda:1")
     assert (settings.prefill_tokens, settings.prefix_cache_mb) == (64, 0.5)
     assert settings.port == 9000
     assert settings.model == "mock"
@@ -45,11 +50,24 @@ def test_environment_values_are_parsed() -> None:
         ("CHATSTREAM_MAX_QUEUE", "-1"),
         ("CHATSTREAM_PREFILL_TOKENS", "0"),
         ("CHATSTREAM_PREFIX_CACHE_MB", "-1"),
+        ("CHATSTREAM_SLOTS", "0"),
+        ("CHATSTREAM_SLOTS", "many"),
+        ("CHATSTREAM_DTYPE", "fp16"),
+        ("CHATSTREAM_DTYPE", "int8"),
+        ("CHATSTREAM_DEVICE", "gpu"),
     ],
 )
 def test_bad_values_are_refused(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_an_unsupported_dtype_is_refused_with_the_values_that_work() -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"CHATSTREAM_DTYPE": "float64"})
+    assert str(refused.value) == (
+        "CHATSTREAM_DTYPE='float64' is not supported: use one of auto, float32, bfloat16, float16"
+    )
 
 
 def test_a_remote_model_is_served_by_the_remote_engine_with_its_settings() -> None:

@@ -25,6 +25,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..base import GenerationEvent, GenerationRequest, PromptRenderer
+from ..channel import post_all
 from ..config import BatchingConfig
 from ..tokens import TokenEngine
 from . import kv, runner
@@ -244,11 +245,11 @@ class BatchedEngine(TokenEngine):
         for i, (sequence, token) in enumerate(zip(batch.rows, tokens, strict=True)):
             sequence.token_ids.append(token)
             sequence.generated += 1
-            sequence.channel.post([token])
             if token in self._end_token_ids or sequence.generated >= sequence.params.max_new_tokens:
                 done.append(i)
             else:
                 running.append(i)
+        post_all([(row.channel, [token]) for row, token in zip(batch.rows, tokens, strict=True)])
         self._remember(batch, done)
         for i in done:
             batch.rows[i].end()

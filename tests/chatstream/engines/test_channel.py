@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from chatstream.engines.channel import TokenChannel
+from chatstream.engines.channel import TokenChannel, post_all
 
 
 def worker(channel: TokenChannel, *, error: Exception | None = None) -> threading.Thread:
@@ -75,3 +75,33 @@ async def test_close_tells_the_worker_and_returns_once_it_ended() -> None:
     release.set()
     await closing
     thread.join()
+
+
+async def test_a_batch_step_reaches_every_channel_with_one_wake_up_of_the_loop() -> None:
+    channels = [TokenChannel() for _ in range(3)]
+    loop = asyncio.get_running_loop()
+    wake_ups = 0
+    call_soon_threadsafe = loop.call_soon_threadsafe
+
+    def counted(*args: object) -> object:
+        nonlocal wake_ups
+        wake_ups += 1
+        return call_soon_threadsafe(*args)  # type: ignore[arg-type]
+
+    loop.call_soon_threadsafe = counted  # type: ignore[method-assign,assignment]
+    try:
+
+        def run() -> None:
+            for step in range(2):
+                post_all([(channel, [10 * i + step]) for i, channel in enumerate(channels)])
+            for channel in channels:
+                channel.end()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        received = [await receive_all(channel) for channel in channels]
+        thread.join()
+    finally:
+        del loop.call_soon_threadsafe
+    assert received == [[0, 1], [10, 11], [20, 21]]
+    assert wake_ups == 2 + len(channels)  # one per step, then each end

@@ -11,6 +11,7 @@ from chatstream.engines.base import GenerationParams, GenerationRequest
 from chatstream.engines.batched import BatchedEngine
 from chatstream.engines.hf import TransformersEngine
 from chatstream.engines.rendering import ChatTemplateRenderer
+from chatstream.engines.tokens import WARM_UP_TOKENS
 
 from ..tiny_model import EOS_ID, IM_START_ID, TinyLlama, text_ids, tiny_tokenizer
 from .streams import collect
@@ -114,3 +115,18 @@ async def test_a_request_without_messages_runs_its_prompt_as_it_is(
     prompt = "<|im_start|>user\n<|im_end|><|im_start|>assistant\n"
     await collect(make_engine(model).generate(GenerationRequest(prompt, GREEDY)))
     assert model.prompts == [TOKENIZER.encode(prompt, add_special_tokens=False)]
+
+
+async def test_the_warm_up_runs_short_replies_and_leaves_replies_unchanged(
+    make_engine: EngineFactory,
+) -> None:
+    model = TinyLlama(seed=5)
+    cold = make_engine(model)
+    expected, _ = await collect(cold.generate(request(12)))
+    warmed = make_engine(model)
+    steps = model.steps
+    await warmed.warm_up()
+    assert model.steps - steps >= WARM_UP_TOKENS  # each pass runs one token per row
+    assert len(model.prompts) == 1 + 3  # the cold reply's first pass, then the warm-up's three
+    deltas, done = await collect(warmed.generate(request(12)))
+    assert (deltas, done.completion_tokens) == (expected, 12)

@@ -5,7 +5,7 @@ import contextlib
 import itertools
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -147,6 +147,20 @@ async def test_greedy_replies_equal_transformers_engine_ones(make_engine: Engine
         deltas, done = await collect(engine.generate(request(user_input)))
         assert "".join(deltas) == await reference(model, user_input, 24)
         assert (done.finish_reason, done.completion_tokens) == ("length", 24)
+
+
+async def test_a_bfloat16_model_gives_the_replies_it_gives_alone(
+    make_engine: EngineFactory,
+) -> None:
+    """Every tensor the engine makes follows the model's dtype and device (the KV cache's
+    padding, the prefix cache's copies), with a prompt that starts like a cached one."""
+    model = attentive_llama(seed=11)
+    cast(Any, model).to(torch.bfloat16)
+    engine = make_engine(model)
+    for user_input in (LONG, LONG + " again", MEDIUM):
+        deltas, _ = await collect(engine.generate(request(user_input, 16)))
+        assert "".join(deltas) == await reference(model, user_input, 16)
+    assert len(engine.prefix_cache) > 0
 
 
 async def test_greedy_replies_do_not_change_as_requests_join_and_leave(
