@@ -31,6 +31,12 @@ FLUSH_INTERVAL = 0.1
 """Seconds events wait, at most, to be recorded together: under 10 Redis calls a second."""
 CONTROL_INTERVAL = 0.25
 """Seconds between records while nothing new comes: a stop asked elsewhere is seen this soon."""
+RECORDS_PER_SECOND = 40.0
+"""Record calls a second that one instance's replies make together, at most, once enough of
+them run that their own intervals would add up to more: each reply's intervals then stretch
+(16 replies: 0.4 s), so that recording never takes a growing share of the CPU the model needs
+(with the embedded store its scripts run in this very process). Followers elsewhere see events
+that much later; those on this instance see them at once."""
 HEARTBEAT = 3.0
 """Seconds a follower on another instance counts after its last heartbeat."""
 
@@ -65,6 +71,8 @@ class RunningReply:
         hub.on_followers = self._followers_changed
         self._recorder: BackgroundLoop | None = None
         self.task: asyncio.Task[None] | None = None
+        self.running_here = 1
+        """How many replies run on this instance (kept by :class:`Replies`): the pace."""
 
     @property
     def message_id(self) -> str:
@@ -108,12 +116,14 @@ class RunningReply:
     async def _record(self) -> None:
         assert self._recorder is not None
         changed = self.hub.changed
+        share = self.running_here / RECORDS_PER_SECOND
         if len(self.hub.events) == self._recorded:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CONTROL_INTERVAL):
+                async with asyncio.timeout(max(CONTROL_INTERVAL, share)):
                     await changed.wait()
         if changed.is_set():
-            await self._recorder.pause(FLUSH_INTERVAL)  # gather the deltas that follow
+            # gather the deltas that follow
+            await self._recorder.pause(max(FLUSH_INTERVAL, share))
         status = "generating" if self.hub.started else "queued"
         try:
             await self._record_now(status)
@@ -181,7 +191,17 @@ class Replies:
         await reply.start()
         assert reply.task is not None
         self._running[reply.message_id] = reply
-        reply.task.add_done_callback(lambda _: self._running.pop(reply.message_id, None))
+        self._paced()
+
+        def ended(_: object) -> None:
+            self._running.pop(reply.message_id, None)
+            self._paced()
+
+        reply.task.add_done_callback(ended)
+
+    def _paced(self) -> None:
+        for running in self._running.values():
+            running.running_here = len(self._running)
 
     async def aclose(self) -> None:
         """Stop every running reply (stored as they are) and wait for them."""

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from chatstream import ChatStream, Outcome
 from chatstream.errors import ServiceUnavailable
 from chatstream.keys import ReplyKeys
-from chatstream.replies import follow
+from chatstream.replies import follow, running
 from sessions import RedisSessionStore, SessionMiddleware
 
 from ...sse import parse_events, reply_text
@@ -358,14 +358,38 @@ async def test_a_reply_whose_instance_went_silent_ends_with_an_error_elsewhere(
     message_id = (await client.get("/get_prompt")).json()["messages"][-1]["message_id"]
     reply = one.chat_stream.replies.get(message_id)
     assert reply is not None and reply._recorder is not None
-    await asyncio.sleep(0.3)  # the two deltas are recorded
+    store = one.chat_stream.reply_store(None)
+    await wait_until(lambda: store.events(message_id, 0), lambda events: len(events) == 2)
     await reply._recorder.stop()  # as if its instance died: no more records
     async with client_for(two.app) as elsewhere:
         elsewhere.headers["cookie"] = cookie
         followed = await elsewhere.get(f"/chat_stream/{message_id}", headers={"accept": SSE})
     events = parse_events(followed.text)
     assert reply_text(events) == "One two"
-    assert (events[-1].name, events[-1].data["code"]) == ("error", "generation_failed")
+    assert events[-1].name == "error", events[-1]
+    assert events[-1].data["code"] == "generation_failed"
     one.engine.resume.set()
     await running
     await client.aclose()
+
+
+async def test_many_replies_at_once_record_at_a_pace_the_instance_can_afford(
+    one: Instance,
+) -> None:
+    """Each running reply knows how many run here: its records stretch so that together they
+    stay within RECORDS_PER_SECOND, and shrink back as replies end."""
+    one.engine.pause_after = 1
+    sessions = [await session_of(one.app) for _ in range(3)]
+    asking = [ManualRequest(one.app, "/chat", {"user_input": "hi"}, c, SSE) for _, c in sessions]
+    tasks = [asyncio.create_task(request.run()) for request in asking]
+    await wait_until(
+        lambda: asyncio.sleep(0, one.engine.running), lambda running: running == len(asking)
+    )
+    replies = list(one.chat_stream.replies._running.values())
+    assert [reply.running_here for reply in replies] == [3, 3, 3]
+    one.engine.resume.set()
+    await asyncio.gather(*tasks)
+    assert one.chat_stream.replies._running == {}
+    assert 16 / running.RECORDS_PER_SECOND > running.FLUSH_INTERVAL  # 16 replies: stretched
+    for client, _ in sessions:
+        await client.aclose()
