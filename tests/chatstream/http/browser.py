@@ -8,7 +8,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect
 
 from chatstream.engines.mock import FILLER
+from chatstream.testing import ServerProcess, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -34,6 +35,14 @@ TIMEOUT_MS = 10_000
 
 REPLY = ".message.assistant:not([hidden]) .content"
 STOPPED = re.compile(r"\bstopped\b")
+
+
+@contextmanager
+def page_server(args: Sequence[str], ready_path: str = "/healthz") -> Iterator[ServerProcess]:
+    """``chatstream serve ARGS`` for the page's tests: one signing key, so that its cookies are
+    stable for the module, yielded once ``ready_path`` answers."""
+    with serve(args, secret_key="browser-test-secret", ready_path=ready_path) as server:
+        yield server
 
 
 def launch(playwright: Playwright) -> Browser:

@@ -15,8 +15,6 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Request, expect
 
-from chatstream.testing import serve
-
 from .browser import (
     REPLY,
     STOPPED,
@@ -24,6 +22,7 @@ from .browser import (
     mock_reply,
     new_context,
     open_page,
+    page_server,
     partial_reply,
     screenshot,
     send,
@@ -44,7 +43,7 @@ SERVE_ARGS = [
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """The base URL of a mock-model server with the embedded store and one generation slot."""
-    with serve(SERVE_ARGS, secret_key="browser-test-secret", ready_path="/healthz") as server:
+    with page_server(SERVE_ARGS) as server:
         yield server.url
 
 
@@ -330,7 +329,7 @@ def test_an_error_from_the_server_is_shown_and_the_input_kept(page: Page) -> Non
 
 def test_too_many_requests_says_when_to_try_again(browser: Browser) -> None:
     args = [*SERVE_ARGS, "--rate-limit", "1"]
-    with serve(args, secret_key="browser-test-secret", ready_path="/healthz") as limited:
+    with page_server(args) as limited:
         context = new_context(browser, limited.url)
         try:
             page = open_page(context)

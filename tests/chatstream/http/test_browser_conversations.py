@@ -9,9 +9,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from chatstream.testing import serve
-
-from .browser import REPLY, mock_reply, open_page, screenshot, send, wait_until_idle
+from .browser import REPLY, mock_reply, open_page, page_server, screenshot, send, wait_until_idle
 
 SERVE_ARGS = [
     *("--model", "mock", "--mock-token-delay", "0.01"),
@@ -23,7 +21,7 @@ ACTIVE = ".conversation-item.active .conversation-open"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with serve(SERVE_ARGS, secret_key="browser-test-secret", ready_path="/healthz") as server:
+    with page_server(SERVE_ARGS) as server:
         yield server.url
 
 

@@ -13,9 +13,7 @@ from typing import TypedDict
 import pytest
 from playwright.sync_api import BrowserContext, Dialog, Page, expect
 
-from chatstream.testing import serve
-
-from .browser import REPLY, mock_reply, open_page, send, wait_until_idle
+from .browser import REPLY, mock_reply, open_page, page_server, send, wait_until_idle
 
 SERVE_ARGS = [
     *("--model", "mock", "--mock-token-delay", "0.03"),
@@ -83,7 +81,7 @@ HOSTILE = [
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with serve(SERVE_ARGS, secret_key="browser-test-secret", ready_path="/healthz") as server:
+    with page_server(SERVE_ARGS) as server:
         yield server.url
 
 

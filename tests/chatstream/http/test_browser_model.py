@@ -8,9 +8,15 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Error, expect
 
-from chatstream.testing import serve
-
-from .browser import REPLY, open_page, partial_reply, send, stored_reply, wait_until_idle
+from .browser import (
+    REPLY,
+    open_page,
+    page_server,
+    partial_reply,
+    send,
+    stored_reply,
+    wait_until_idle,
+)
 
 pytestmark = pytest.mark.model
 
@@ -20,7 +26,7 @@ MODEL_TIMEOUT_MS = 120_000
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     args = ["--log-level", "warning"]
-    with serve(args, secret_key="browser-test-secret", ready_path="/readyz") as server:
+    with page_server(args, ready_path="/readyz") as server:
         yield server.url
 
 
