@@ -22,7 +22,7 @@ from tests.servers import (
 )
 
 from ..sse import iter_events
-from .state import SEMAPHORE, assert_well_formed, history
+from .state import SEMAPHORE, assert_well_formed, errors_in, history
 
 pytestmark = pytest.mark.redis
 
@@ -160,7 +160,11 @@ def test_a_failover_under_traffic_costs_503s_then_serves_again(replicated: Topol
         assert in_flight.result(10)[-1] in ("done", "error")
         assert queued.result(10)[-1] in ("done", "error")
         during = answers.result(10)
-        assert {r.status_code for r in during} <= {200, 503}
+        failed = [r.text[:300] for r in during if r.status_code not in (200, 503)]
+        assert {r.status_code for r in during} <= {200, 503}, (
+            failed[:3],
+            errors_in(server.log())[:20],
+        )
         assert 503 in {r.status_code for r in during}  # the failover was felt
         for refused in (r for r in during if r.status_code == 503):
             assert_unavailable(refused)
